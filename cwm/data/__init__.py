@@ -1,0 +1,1 @@
+"""Data plumbing shared by every stage: shards, tokenizer, mixing and packing."""

@@ -1,0 +1,1 @@
+"""The model: `transformers`' CwmForCausalLM, its size presets and the packed attention registration."""
