@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs and starts a Docker engine on this machine when there is none (no registry needed).
+# Installs and starts a Docker engine on this machine when there is none (no registry needed), plus the tools
+# the forager needs: debootstrap (builds the base image without a registry) and bubblewrap (local sandbox).
 set -euo pipefail
-if docker info >/dev/null 2>&1; then exit 0; fi
-if ! command -v dockerd >/dev/null 2>&1; then
+missing=()
+command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+if docker info >/dev/null 2>&1; then exit 0; fi
 nohup dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=overlay2 \
   >/tmp/dockerd.log 2>&1 &
 for _ in $(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done

@@ -1,0 +1,142 @@
+"""Tracer speed: traced vs untraced, and the fast recorder vs the naive reference (tracer/naive.py), in one run.
+
+Workloads (benchmarks/tracer_workload.py): a CPU-bound function suite, and a test-like workload over real library
+code (pure-Python standard-library modules copied into a temporary project, so they are traced as project code).
+Every measurement first asserts that the fast and the naive recorder write identical records.
+
+Under the toolkit's Python (3.11: settrace) the test measures in-process, then runs this file as a script under
+Python 3.12 and 3.13 (pyenv's, when present) to measure both backends there. Figures go to the benchmark's
+extra_info and are printed; the target is the fast recorder at least 3x faster than the naive one.
+"""
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from tracer import TraceConfig, trace_call  # noqa: E402
+from tracer.naive import NaiveRecorder  # noqa: E402
+
+TARGET = 3.0
+ROUNDS = 3
+LIBRARY_MODULES = ("difflib", "textwrap", "fractions", "shlex")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def workloads(tmp):
+    """name -> (root to trace, entry function, its arguments)."""
+    functions = _load(HERE / "tracer_workload.py", "cwm_bench_workload")
+    lib_root = Path(tmp) / "library"
+    lib_root.mkdir()
+    modules = []
+    for name in LIBRARY_MODULES:
+        source = Path(importlib.util.find_spec(name).origin)
+        shutil.copy(source, lib_root / f"{name}.py")
+        modules.append(_load(lib_root / f"{name}.py", f"cwm_bench_{name}"))
+    shutil.copy(HERE / "tracer_workload.py", lib_root / "entry.py")
+    entry = _load(lib_root / "entry.py", "cwm_bench_library_entry")
+    return {
+        "functions": (str(HERE), functions.function_suite, ()),
+        "library": (str(lib_root), entry.library_suite, tuple(modules)),
+    }
+
+
+def _best(fn, rounds=ROUNDS):
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _comparable(records):
+    return [_ADDRESS.sub("0x?", json.dumps(dict(r, stats={k: v for k, v in r["stats"].items() if k != "wall_s"})))
+            for r in records]
+
+
+def measure(backend, root, entry, args):
+    """Seconds untraced / fast / naive (best of ROUNDS) after checking the two recorders agree."""
+    config = TraceConfig(root=root, backend=backend, depth=3, function_episodes=True, max_frames=10 ** 9,
+                         max_bytes=10 ** 12)
+
+    def untraced():
+        return entry(*args)
+
+    def fast():
+        return trace_call(entry, *args, config=config)
+
+    def naive():
+        return trace_call(entry, *args, config=config, recorder=NaiveRecorder)
+
+    records = fast()
+    assert _comparable(records) == _comparable(naive()), "fast and naive recorders disagree"
+    frames = sum(len(r["frames"]) for r in records)
+    assert frames > 0, f"nothing under {root} was traced"
+    untraced, fast_s, naive_s = _best(untraced, 5), _best(fast), _best(naive)
+    return {"python": "%d.%d.%d" % sys.version_info[:3], "backend": backend, "frames": frames,
+            "untraced_s": untraced, "fast_s": fast_s, "naive_s": naive_s,
+            "traced_over_untraced": fast_s / untraced, "naive_over_fast": naive_s / fast_s}
+
+
+def measure_all():
+    backends = ["settrace"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
+    with tempfile.TemporaryDirectory(prefix="cwm-bench-") as tmp:
+        return {name: [measure(b, root, entry, args) for b in backends]
+                for name, (root, entry, args) in workloads(tmp).items()}
+
+
+def _other_interpreters():
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for version in ("3.12.1", "3.13.0"):
+        path = Path(root) / "versions" / version / "bin" / "python3"
+        if path.exists() and "%d.%d.%d" % sys.version_info[:3] != version:
+            yield version, str(path)
+
+
+def _line(workload, m):
+    flag = "meets" if m["naive_over_fast"] >= TARGET else "BELOW"
+    return (f"{workload:9s} Python {m['python']:7s} {m['backend']:10s} frames {m['frames']:6d}  "
+            f"untraced {m['untraced_s'] * 1e3:7.1f} ms  fast {m['fast_s'] * 1e3:8.1f} ms  "
+            f"naive {m['naive_s'] * 1e3:8.1f} ms  traced/untraced {m['traced_over_untraced']:6.0f}x  "
+            f"naive/fast {m['naive_over_fast']:4.2f}x ({flag} the {TARGET:.0f}x target)")
+
+
+def test_tracer_speed(benchmark):
+    results = measure_all()
+    for version, python in _other_interpreters():
+        proc = subprocess.run([python, str(Path(__file__)), "--child"], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, f"benchmark under Python {version} failed:\n{proc.stderr[-2000:]}"
+        for workload, ms in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            results[workload] += ms
+    lines = [_line(w, m) for w, ms in results.items() for m in ms]
+    print("\n" + "\n".join(lines))
+    benchmark.extra_info["tracer"] = results
+    root, entry = HERE, _load(HERE / "tracer_workload.py", "cwm_bench_workload").function_suite
+    config = TraceConfig(root=str(root), depth=3, function_episodes=True, max_frames=10 ** 9, max_bytes=10 ** 12)
+    benchmark.pedantic(trace_call, args=(entry,), kwargs={"config": config}, rounds=ROUNDS, iterations=1)
+    for ms in results.values():
+        for m in ms:
+            assert m["naive_over_fast"] > 1.0, f"fast recorder not faster than naive: {m}"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
+    print(json.dumps(measure_all()))

@@ -1,0 +1,167 @@
+"""`cwm-forager`: base image, repository images, tasks, trajectory collection.
+
+    cwm-forager base-image
+    cwm-forager build-image REPO --tag NAME [--base IMAGE]
+    cwm-forager tasks IMAGE --kind mutate-fix -n 20 -o tasks.jsonl [--seed 0] [--workers 2]
+    cwm-forager tasks IMAGE --kind issue-fix --repo REPO -n 5 -o tasks.jsonl
+    cwm-forager collect tasks.jsonl --policy oracle --workers 2 -o runs/traj
+    cwm-forager collect tasks.jsonl --policy openai --base-url http://localhost:8000/v1 --model NAME -o DIR
+    cwm-forager sweep            # remove containers left by dead collectors
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from cwm.forager import images
+from cwm.forager.agent import EpisodeConfig
+from cwm.forager.sandbox import SandboxError, SandboxLimits, open_sandbox, sweep_containers
+from cwm.forager.tasks import TaskError, generate_issue_fix, generate_mutate_fix, load_tasks, write_tasks
+
+
+def _limits(args) -> SandboxLimits:
+    return SandboxLimits(memory_mb=args.memory_mb, cpus=args.cpus, pids=args.pids)
+
+
+def cmd_base_image(args) -> int:
+    print(images.ensure_base_image(images.client()))
+    return 0
+
+
+def cmd_build_image(args) -> int:
+    info = images.build_image(images.client(), args.repo, args.tag, base=args.base)
+    print(json.dumps({"image": args.tag, "passing": len(info.passing), "test_command": info.test_command}))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    if args.sandbox == "docker":
+        dc = images.client()
+        sweep_containers(dc)
+        info = images.image_info(dc, args.image)
+        new_sandbox = lambda: open_sandbox("docker", image=args.image, limits=_limits(args), dc=dc)  # noqa: E731
+    else:
+        if not args.repo:
+            raise TaskError("--sandbox local needs --repo DIR (the repository, with its dependencies importable)")
+        with open_sandbox("local", source=args.repo) as sb:
+            run = sb.run_tests()
+        info = images.ImageInfo(repo=args.image, test_command=[], passing=sorted(run.passed))
+        new_sandbox = lambda: open_sandbox("local", source=args.repo, limits=_limits(args))  # noqa: E731
+    if args.kind == "mutate-fix":
+        def progress(accepted: int, tried: int) -> None:
+            print(f"\rtasks: {accepted}/{args.n} accepted, {tried} mutations tried", end="", file=sys.stderr)
+        tasks = generate_mutate_fix(args.image, info.repo, info.commit, info.passing, args.n, seed=args.seed,
+                                    open_sandbox=new_sandbox, workers=args.workers, progress=progress)
+        print(file=sys.stderr)
+    else:
+        if not args.repo:
+            raise TaskError("--kind issue-fix needs --repo DIR: the git repository whose history is mined")
+        tasks = generate_issue_fix(args.repo, args.image, open_sandbox=new_sandbox, n=args.n)
+    write_tasks(tasks, args.output)
+    print(f"{len(tasks)} {args.kind} tasks -> {args.output}")
+    return 0 if tasks else 1
+
+
+def cmd_collect(args) -> int:
+    from cwm.forager.collect import CollectConfig, collect
+    from cwm.forager.policies import make_policy
+    tasks = load_tasks(args.tasks)
+    if args.sandbox == "docker":
+        dc = images.client()
+        swept = sweep_containers(dc)
+        if swept:
+            print(f"removed {swept} leftover containers of dead collectors", file=sys.stderr)
+        new_sandbox = lambda task: open_sandbox("docker", image=task.image, limits=_limits(args), dc=dc)  # noqa
+    else:
+        if not args.repo:
+            raise TaskError("--sandbox local needs --repo DIR (the repository the tasks were made from)")
+        new_sandbox = lambda task: open_sandbox("local", source=args.repo, limits=_limits(args))  # noqa: E731
+    kw = {"model": args.model, "base_url": args.base_url}
+    if args.policy == "hf":  # one model in memory, shared by the workers one turn at a time
+        shared = make_policy("hf", **kw)
+        lock = threading.Lock()
+        act = shared.act
+        shared.act = lambda messages: _locked(lock, act, messages)
+        new_policy = lambda: shared  # noqa: E731
+    else:
+        make_policy(args.policy, **kw)  # fail on bad arguments before any episode starts
+        new_policy = lambda: make_policy(args.policy, **kw)  # noqa: E731
+    cfg = CollectConfig(workers=args.workers, episode=EpisodeConfig(
+        max_turns=args.max_turns, max_tokens=args.max_tokens, wall_s=args.wall_s, bash_timeout_s=args.bash_timeout))
+    summary = collect(tasks, new_policy, new_sandbox, args.output, cfg, show_progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _locked(lock, fn, *a):
+    with lock:
+        return fn(*a)
+
+
+def cmd_sweep(args) -> int:
+    print(f"removed {sweep_containers(images.client(), all_owners=args.all)} containers")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cwm-forager", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("base-image", help="bootstrap the registry-free base image (cached by recipe hash)")
+    b = sub.add_parser("build-image", help="install a Python repository + pytest on a base, record passing tests")
+    b.add_argument("repo")
+    b.add_argument("--tag", required=True)
+    b.add_argument("--base", help="base image with python3 and git (default: the debootstrap base)")
+
+    def sandbox_args(q):
+        q.add_argument("--sandbox", choices=("docker", "local"), default="docker")
+        q.add_argument("--repo", help="repository folder (local sandbox; issue-fix history)")
+        q.add_argument("--memory-mb", type=int, default=2048)
+        q.add_argument("--cpus", type=float, default=1.0)
+        q.add_argument("--pids", type=int, default=256)
+        q.add_argument("--workers", type=int, default=2)
+
+    t = sub.add_parser("tasks", help="generate validated tasks from a repository image")
+    t.add_argument("image")
+    t.add_argument("--kind", choices=("mutate-fix", "issue-fix"), default="mutate-fix")
+    t.add_argument("-n", type=int, default=10)
+    t.add_argument("-o", "--output", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    sandbox_args(t)
+    c = sub.add_parser("collect", help="run episodes and write trajectory shards (resumable)")
+    c.add_argument("tasks")
+    c.add_argument("--policy", required=True, choices=("oracle", "noop", "openai", "hf"))
+    c.add_argument("--model")
+    c.add_argument("--base-url")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--max-turns", type=int, default=128)
+    c.add_argument("--max-tokens", type=int, default=65536)
+    c.add_argument("--wall-s", type=float, default=1800.0)
+    c.add_argument("--bash-timeout", type=float, default=120.0)
+    c.add_argument("--quiet", action="store_true")
+    sandbox_args(c)
+    s = sub.add_parser("sweep", help="remove leftover cwm-forager containers")
+    s.add_argument("--all", action="store_true", help="also those of live collectors")
+    return p
+
+
+COMMANDS = {"base-image": cmd_base_image, "build-image": cmd_build_image, "tasks": cmd_tasks,
+            "collect": cmd_collect, "sweep": cmd_sweep}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (images.ImageError, TaskError, SandboxError, ValueError, FileNotFoundError) as exc:
+        print(f"cwm-forager {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cwm-forager {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

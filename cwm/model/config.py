@@ -1,0 +1,67 @@
+"""Model shapes: `transformers`' CwmConfig from a named preset or a config file, fitted to the tokenizer.
+
+Every preset keeps CWM's architecture (SwiGLU, GQA, RoPE θ 1e6, three sliding-window layers per global one,
+DESIGN.md §7) and only scales it; `cwm-32b` is the published shape.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PRESETS: dict[str, dict] = {
+    # For tests and `make demo`: trains on a laptop CPU in minutes.
+    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, sliding_window=64),
+    "125m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                 num_key_value_heads=4, head_dim=64, sliding_window=1024),
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=64, sliding_window=4096),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, sliding_window=8192, vocab_size=128256),
+    "cwm-32b": dict(hidden_size=6144, intermediate_size=21504, num_hidden_layers=64, num_attention_heads=48,
+                    num_key_value_heads=8, head_dim=128, sliding_window=8192, vocab_size=128256,
+                    max_position_embeddings=131072),
+}
+
+
+def build_config(tokenizer, *, preset: str = "tiny", config_file: str | None = None, seq_len: int = 2048):
+    """A CwmConfig whose vocabulary holds every token of `tokenizer` and whose positions cover `seq_len`."""
+    from transformers import CwmConfig
+
+    def fitted(vocab: int, positions: int) -> dict:
+        fit = dict(vocab_size=max(vocab, _round_up(len(tokenizer), 64)), max_position_embeddings=max(positions, seq_len),
+                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        if fit["max_position_embeddings"] <= 8192:
+            # CWM's llama3 RoPE scaling extends an 8k original context; within 8k it is plain RoPE with θ 1e6.
+            fit["rope_parameters"] = {"rope_type": "default", "rope_theta": 1_000_000.0}
+        return fit
+
+    if config_file:
+        path = Path(config_file)
+        config = CwmConfig.from_pretrained(str(path)) if path.is_dir() else CwmConfig.from_json_file(str(path))
+        for name, value in fitted(config.vocab_size, config.max_position_embeddings).items():
+            setattr(config, name, value)
+        return config
+    if preset not in PRESETS:
+        raise ValueError(f"model preset '{preset}' unknown; use one of {', '.join(PRESETS)} or --model.config FILE")
+    shape = dict(PRESETS[preset])
+    fit = fitted(shape.pop("vocab_size", 0), shape.pop("max_position_embeddings", 0))
+    return CwmConfig(**shape, **fit)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def flops_per_token(config, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6 × matmul parameters, plus the attention scores.
+
+    The attention term counts each layer at its own span (the window for sliding layers), as PaLM's MFU does.
+    """
+    d, L, h = config.hidden_size, config.num_hidden_layers, config.head_dim
+    q, kv, f = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
+    per_layer = d * h * (2 * q + 2 * kv) + 3 * d * f
+    params = L * per_layer + config.vocab_size * d  # the output projection is a matmul too; the embedding is not
+    span = sum(min(seq_len, config.sliding_window or seq_len) if t == "sliding_attention" else seq_len
+               for t in config.layer_types)
+    return 6 * params + 6 * q * h * span  # QK and PV: 2 × 2 FLOPs, halved by the causal mask, × 3 fwd + bwd

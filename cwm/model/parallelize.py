@@ -1,0 +1,33 @@
+"""Everything that changes how the model runs, not what it computes, applied in one place (as torchtitan does):
+activation checkpointing, torch.compile, then FSDP2 over a 1-D device mesh (each decoder layer its own unit,
+then the root, so a layer's parameters are gathered just before it runs and freed after).
+"""
+from __future__ import annotations
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+def parallelize(model, mesh: DeviceMesh | None, *, bf16: bool, activation_checkpointing: bool,
+                compile: bool) -> torch.nn.Module:
+    """Apply AC, compile and FSDP2 to a `CwmForCausalLM` in place.
+
+    `mesh=None` (one plain process) skips FSDP; the caller then runs forward under `torch.autocast` for bf16.
+    """
+    if activation_checkpointing:
+        # Recompute each decoder layer in backward: memory O(layers × hidden) instead of all activations.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = model.model.layers
+    if compile:
+        for layer in layers:
+            layer.compile(fullgraph=False)
+    if mesh is None:
+        return model
+    # Parameters stay fp32 (master weights for AdamW); compute in bf16, gradients reduced in fp32.
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    for i, layer in enumerate(layers):
+        # The last layer's parameters are needed again at once by backward: keep them gathered.
+        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=i < len(layers) - 1)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model

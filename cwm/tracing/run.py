@@ -1,0 +1,105 @@
+"""Drive a tracing run: workers run units in jailed children, the main thread writes each finished unit's records
+to shards as one group, so a killed run resumes where it stopped (no duplicate, no lost sample)."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cwm.data.shards import ShardWriter, record_key
+
+from .child import TraceOptions, UnitResult, run_unit, stage_tracer
+from .target import TargetPython
+from .units import Unit
+
+RUN_LOG = "units.jsonl"   # one line per finished unit: its status (test passed/failed/...), traces, frames
+
+
+@dataclass
+class RunStats:
+    """What a run did; `units_resumed` were complete in the output directory already and not run again."""
+    units: int = 0
+    units_resumed: int = 0
+    units_run: int = 0
+    traces: int = 0
+    frames: int = 0
+    bytes: int = 0
+    outcomes: Counter = field(default_factory=Counter)   # per trace: returned / raised / timeout / crashed / ...
+    statuses: Counter = field(default_factory=Counter)   # per unit: passed / failed / ... / timeout / crashed
+    wall_s: float = 0.0
+    isolation: str = ""
+    first_death: str = ""       # the first child that died, and why: the lead when every unit crashes
+    interrupted: bool = False
+
+    def add(self, result: UnitResult) -> None:
+        records = result.records
+        self.units_run += 1
+        self.traces += len(records)
+        self.frames += sum(len(r.get("frames") or ()) for r in records)
+        self.bytes += sum(len(json.dumps(r, ensure_ascii=False).encode()) for r in records)
+        self.outcomes.update(str(r.get("outcome")) for r in records)
+        self.statuses[result.status] += 1
+        self.isolation = self.isolation or result.isolation
+        if result.status in ("crashed", "timeout") and not self.first_death:
+            self.first_death = f"{result.unit.group}: {result.status} ({result.detail})"
+
+
+def sample_key(group: str, index: int) -> str:
+    """A record's key: its unit and its place in that unit's output. Content hashes would not do: reprs such as
+    `<Cart object at 0x7f..>` differ from run to run, and a rerun of a unit must produce the same keys."""
+    return record_key({"group": group, "index": index})
+
+
+def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root: Path | None,
+                options: TraceOptions, workers: int, origin: dict, prefix: str = "traces",
+                shard_samples: int = 1000, console: Console | None = None) -> RunStats:
+    """Run every unit not already complete in `out_dir`; Ctrl-C lets running units finish and keeps them."""
+    console = console or Console(stderr=True)
+    stats = RunStats(units=len(units))
+    start = time.monotonic()
+    with ShardWriter(out_dir, prefix, max_samples=shard_samples) as writer, \
+            tempfile.TemporaryDirectory(prefix="cwm-tracer-") as staging, \
+            open(out_dir / RUN_LOG, "a", encoding="utf-8") as log:
+        tracer_path = stage_tracer(Path(staging))
+        todo = [u for u in units if u.group not in writer.done_groups]
+        stats.units_resumed = len(units) - len(todo)
+
+        def write(result: UnitResult) -> None:
+            records = []
+            for index, record in enumerate(result.records):
+                record["id"] = sample_key(result.unit.group, index)
+                records.append((record["id"], record))
+            writer.add(records, group=result.unit.group)
+            log.write(json.dumps(result.log_line()) + "\n")
+            log.flush()
+            stats.add(result)
+
+        columns = (TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress, \
+                ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cwm-trace") as pool:
+            task = progress.add_task("tracing", total=len(todo), info="")
+            futures = [pool.submit(run_unit, u, target=target, tracer_path=tracer_path, root=root,
+                                   options=options, origin=origin) for u in todo]
+            pending = set(futures)
+            try:
+                for future in as_completed(futures):
+                    pending.discard(future)
+                    write(future.result())
+                    progress.update(task, advance=1, info=f"{stats.traces} traces, {stats.frames} frames")
+            except KeyboardInterrupt:
+                stats.interrupted = True
+                running = [f for f in pending if not f.cancel()]
+                console.print(f"[yellow]interrupted: finishing the {len(running)} running units and keeping them; "
+                              "run the same command again to resume")
+                for future in running:
+                    write(future.result())
+        stats.wall_s = time.monotonic() - start
+    return stats

@@ -1,0 +1,100 @@
+"""Units of work: one pytest test (repository mode) or one line of a functions file (function mode).
+
+A unit is also the shard *group*: its records land in one shard, and a resumed run skips the units whose group is
+complete. Groups are stable across runs (a test's nodeid; a line's number and content hash), so a rerun finds them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cwm.data.shards import record_key
+from cwm.jail import Limits, run_jailed
+
+from .target import TargetPython, TraceInputError
+
+COLLECT_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    group: str                                  # shard group and resume key
+    job: dict = field(hash=False)               # the unit's own JOB.json fields (mode, nodeid / code, entry, input)
+    origin: dict = field(hash=False)            # origin of the placeholder record written when the child dies
+
+
+def discover_tests(target: TargetPython, root: Path, *, memory_mb: int | None = 2048) -> tuple[list[Unit], str]:
+    """The project's pytest tests, collected by the target interpreter inside the jail.
+
+    Collection imports the project's test modules, which is running its code: it gets the same jail as tracing.
+    Returns the units and a note on collection errors ("" when none).
+    """
+    if target.pytest is None:
+        raise TraceInputError(f"{target.executable} has no pytest: install pytest into that environment "
+                              "(or pass --python with one that has it)")
+    with tempfile.TemporaryDirectory(prefix="cwm-collect-") as home:
+        result = run_jailed(
+            [target.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+             "--continue-on-collection-errors", "--rootdir", str(root)],
+            cwd=root, limits=Limits(timeout_s=COLLECT_TIMEOUT_S, memory_mb=memory_mb),
+            env=child_env(target, home=home))
+    if result.timed_out:
+        raise TraceInputError(f"{root}: collecting its tests took over {COLLECT_TIMEOUT_S:.0f} s; "
+                              "trace a smaller part of it")
+    listing = result.stdout.split("\n\n", 1)[0]
+    nodeids = [line.strip() for line in listing.splitlines() if "::" in line and not line.startswith(" ")]
+    tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
+    if not nodeids:
+        raise TraceInputError(f"{root}: no pytest tests found (pytest said: {tail[0].strip()})")
+    note = "" if result.returncode == 0 else f"pytest reported collection problems: {tail[0].strip()}"
+    units = [Unit(group=nodeid, job={"mode": "pytest", "nodeid": nodeid},
+                  origin={"kind": "test", "path": nodeid.split("::", 1)[0], "qualname": nodeid.split("::", 1)[-1],
+                          "input": None})
+             for nodeid in dict.fromkeys(nodeids)]
+    return units, note
+
+
+def read_function_units(path: Path) -> list[Unit]:
+    """One unit per non-blank line of a JSONL file of {"code", "entry", "input"}; every line is checked first,
+    so a bad line stops the run before anything is traced."""
+    units = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise TraceInputError(f"{path}: not UTF-8 text ({e.reason}); write one JSON object per line") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TraceInputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
+                                  'each line must be {"code": ..., "entry": ..., "input": ...}') from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("code"), str):
+            raise TraceInputError(f'{path}:{lineno}: needs an object with a "code" string; '
+                                  'each line must be {"code": ..., "entry": ..., "input": ...}')
+        entry, args = obj.get("entry", "f"), obj.get("input", "")
+        if not isinstance(entry, str) or not entry.isidentifier() or not isinstance(args, str):
+            raise TraceInputError(f'{path}:{lineno}: "entry" must be a function name and "input" the call\'s '
+                                  'arguments as Python source, e.g. "[1, 2], k=3"')
+        job = {"mode": "function", "code": obj["code"], "entry": entry, "input": args}
+        units.append(Unit(group=f"line{lineno}-{record_key(job)[:16]}", job=job,
+                          origin={"kind": "function", "path": f"{path.name}:{lineno}", "qualname": entry,
+                                  "input": args}))
+    if not units:
+        raise TraceInputError(f"{path}: no functions in it; write one JSON object per line")
+    return units
+
+
+def child_env(target: TargetPython, *, home: str, pythonpath: str | None = None) -> dict[str, str]:
+    """A small, fixed environment: a temporary HOME, no bytecode written into the project, a fixed hash seed
+    (set and dict-of-str reprs come out the same on every run, so a rerun reproduces its traces)."""
+    bindir = os.path.dirname(target.executable)
+    env = {"PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]), "HOME": home, "TMPDIR": home,
+           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env

@@ -1,0 +1,406 @@
+"""Mid-train a CWM-architecture model on a packed recipe mix of traces, trajectories and code.
+
+    torchrun --nproc-per-node 8 cwm/train.py --recipe data_recipes/cwm.yaml --training.steps 100000
+    python cwm/train.py --recipe data_recipes/demo.yaml --out runs/demo
+
+Overrides are `--section.field value` for any field of the config dataclasses below (or `section.field: value`
+in the recipe's `training:` block; the command line wins). The loop reads top to bottom: set up (process group,
+tokenizer, model, parallelism, optimizer, loader, resume), then per step: micro-batches, loss, backward, clip,
+step, log, evaluate, checkpoint; at the end: checkpoint, evaluate, export to Hugging Face, plot.
+
+A run in `--out` that already holds a checkpoint continues from it (same loss sequence as never stopping).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python cwm/train.py` / `torchrun cwm/train.py`: make the toolkit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from cwm.data.recipe import RecipeError, load_recipe
+from cwm.data.tokenizer import TokenizerError
+
+
+class ConfigError(ValueError):
+    """A bad `--section.field` override or `training:` entry; one line naming it."""
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"            # tiny | 125m | 1b | 8b | cwm-32b (cwm.model.config.PRESETS)
+    config: str | None = None       # a CwmConfig JSON file or folder instead of a preset
+    attn_implementation: str = "cwm_packed"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1       # cosine decays to lr × this
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1       # on matrices only, not on norms
+    grad_clip: float = 1.0
+    warmup_steps: int = 100
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 1000               # length of the LR schedule
+    stop_after: int | None = None   # stop (with a checkpoint) at this step though the schedule runs on
+    batch_tokens: int | None = None  # tokens per optimizer step over all ranks; None: one row per rank
+    seed: int = 0
+    num_workers: int = 0            # dataloader workers per rank
+    device: str = "auto"            # auto | cpu | cuda
+    bf16: str = "auto"              # auto (on GPU) | on | off
+    activation_checkpointing: str = "auto"  # auto (on GPU) | on | off
+    compile: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0                  # steps between checkpoints; 0: only at the end
+    keep: int = 2
+    resume: bool = True             # continue from the newest checkpoint in --out
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0                  # steps between evaluations; 0: only at the end
+    source: str | None = None       # trace source whose held-out records are evaluated (default: first with holdout)
+    max_traces: int = 32
+    max_outputs: int = 16
+    max_new_tokens: int = 256
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    tensorboard: bool = True
+    peak_tflops: float | None = None  # per device, for MFU; default: known GPUs, measured matmul rate on CPU
+
+
+@dataclass
+class JobConfig:
+    recipe: str = ""
+    out: str = "runs/train"
+    export: bool = True             # write a Hugging Face folder to OUT/hf at the end
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# -- configuration -------------------------------------------------------------------------------------------
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(JobConfig) if dataclasses.is_dataclass(f.default_factory)}
+
+
+def _parse_value(text, default):
+    """A command-line/recipe value, typed like the field's default (None defaults read YAML scalars)."""
+    if not isinstance(text, str):
+        return text
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0", "on", "off"):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1", "on")
+    if isinstance(default, int):
+        return int(float(text)) if "e" in text.lower() else int(text)
+    if isinstance(default, float):
+        return float(text)
+    if isinstance(default, str):
+        return text
+    import yaml
+
+    value = yaml.safe_load(text)
+    try:
+        return float(value) if isinstance(value, str) and any(c.isdigit() for c in value) else value
+    except ValueError:
+        return value
+
+
+def apply_override(cfg: JobConfig, dotted: str, value) -> None:
+    section, _, name = dotted.partition(".")
+    target = getattr(cfg, section, None) if name else cfg
+    name = name or section
+    if target is None or not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown setting '{dotted}'")
+    try:
+        setattr(target, name, _parse_value(value, getattr(target, name)))
+    except ValueError as e:
+        raise ConfigError(f"setting '{dotted}': {e}") from None
+
+
+def parse_args(argv: list[str] | None) -> JobConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--recipe", required=True, help="data recipe YAML (data_recipes/)")
+    parser.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/, loss.png")
+    parser.add_argument("--export", help="true/false: write OUT/hf at the end")
+    for section, cls in _sections().items():
+        for f in dataclasses.fields(cls):
+            parser.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}", metavar="V", default=None)
+    args = vars(parser.parse_args(argv))
+    cfg = JobConfig(recipe=args.pop("recipe"))
+    recipe = load_recipe(cfg.recipe)
+    for dotted, value in (recipe.training or {}).items():
+        apply_override(cfg, dotted, value)
+    for dotted, value in args.items():
+        if value is not None:
+            apply_override(cfg, dotted, value)
+    from cwm.model.config import PRESETS
+
+    if not cfg.model.config and cfg.model.preset not in PRESETS:
+        raise ConfigError(f"model preset '{cfg.model.preset}' unknown; use one of {', '.join(PRESETS)} "
+                          f"or --model.config FILE")
+    return cfg
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def lr_lambda(cfg: OptimConfig, steps: int):
+    """Linear warmup, then cosine decay to `min_lr_ratio` at the last step."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def build_optimizer(model, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+
+
+def peak_flops(cfg: LogConfig, device: torch.device) -> float:
+    """Dense bf16 peak of a known GPU; on CPU the fp32 matmul rate measured here (so MFU is relative to it)."""
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in (("H200", 989), ("H100", 989), ("A100", 312), ("L40", 181), ("A10", 125), ("4090", 165)):
+            if key in name:
+                return tflops * 1e12
+        return float("nan")
+    a = torch.randn(512, 512)
+    a @ a
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.2:
+        a @ a
+        n += 1
+    return 2 * 512**3 * n / (time.perf_counter() - start)
+
+
+def all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+    return values
+
+
+def token_losses(model, batch: dict, autocast: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token cross entropy of a packed row (HF convention: logits at j predict labels at j + 1)."""
+    cu = batch["cu_seqlens"]
+    with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"],
+                       max_length_k=batch["max_seqlen"]).logits
+    labels = batch["labels"][0, 1:]
+    losses = F.cross_entropy(logits[0, :-1].float(), labels, ignore_index=-100, reduction="none")
+    return losses, labels != -100, batch["source_ids"][0, 1:]
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+def train(cfg: JobConfig) -> dict:
+    from transformers import CwmForCausalLM
+
+    from cwm.data.loader import PackedLoader
+    from cwm.data.tokenizer import load_tokenizer
+    from cwm.eval.metrics import MetricsLogger, plot_losses
+    from cwm.model import checkpoint
+    from cwm.model.config import build_config, flops_per_token
+    from cwm.model.parallelize import parallelize
+
+    recipe = load_recipe(cfg.recipe)
+    out = Path(cfg.out)
+    distributed = "RANK" in os.environ
+    use_cuda = cfg.training.device == "cuda" or (cfg.training.device == "auto" and torch.cuda.is_available())
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    on_gpu = device.type == "cuda"
+    bf16 = cfg.training.bf16 == "on" or (cfg.training.bf16 == "auto" and on_gpu)
+    ac = cfg.training.activation_checkpointing == "on" or (cfg.training.activation_checkpointing == "auto" and on_gpu)
+    say = print if rank == 0 else (lambda *a, **k: None)
+
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    if cfg.model.attn_implementation == "cwm_packed":
+        from cwm.model.attention import register
+
+        register()
+    config = build_config(tokenizer, preset=cfg.model.preset, config_file=cfg.model.config, seq_len=recipe.seq_len)
+    torch.manual_seed(cfg.training.seed)  # the same initial weights on every rank, before FSDP shards them
+    with torch.device(device):
+        model = CwmForCausalLM._from_config(config, attn_implementation=cfg.model.attn_implementation)
+    n_params = sum(p.numel() for p in model.parameters())
+    mesh = None
+    if distributed:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("dp",))
+    model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=ac, compile=cfg.training.compile)
+    model.train()
+
+    optimizer = build_optimizer(model, cfg.optim, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.training.steps))
+    loader = PackedLoader(recipe, recipe.tokenizer, rank=rank, world=world, num_workers=cfg.training.num_workers)
+    row_tokens = recipe.seq_len
+    grad_accum = max(1, (cfg.training.batch_tokens or row_tokens * world) // (row_tokens * world))
+    metrics = MetricsLogger(out, enabled=rank == 0, tensorboard=cfg.log.tensorboard)
+    source_names = [s.name for s in recipe.sources]
+
+    step = 0
+    ckpt_dir = out / "checkpoints"
+    if cfg.checkpoint.resume and (last := checkpoint.latest(ckpt_dir)) is not None:
+        step = checkpoint.load(last, model, optimizer, scheduler, loader)
+        metrics.truncate_after(step)
+        say(f"resumed from {last} at step {step}")
+    evaluator = _build_eval(cfg, recipe, tokenizer, say)
+    say(f"model {cfg.model.preset if not cfg.model.config else cfg.model.config}: {n_params / 1e6:.2f}M parameters, "
+        f"{world} rank(s) on {device.type}, {'bf16' if bf16 else 'fp32'}, grad accumulation {grad_accum}, "
+        f"{grad_accum * world * row_tokens} tokens/step, attention {cfg.model.attn_implementation}")
+    flops_token = flops_per_token(config, row_tokens)
+    peak = peak_flops(cfg.log, device)
+
+    stop_at = min(cfg.training.steps, cfg.training.stop_after or cfg.training.steps)
+    batches = iter(loader)
+    window_start, window_tokens = time.perf_counter(), 0
+    last_values: dict = {}
+    interrupted = False
+    try:
+        while step < stop_at:
+            micro = [next(batches, None) for _ in range(grad_accum)]
+            if all_reduce(torch.tensor([float(any(b is None for b in micro))], device=device)).item() > 0:
+                say(f"data exhausted at step {step}: every source has used its epochs")
+                break
+            micro = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in micro]
+            # Normalize by the loss tokens of the whole step (all ranks, all micro-batches): every token weighs the same.
+            n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
+                                             device=device))
+            per_source = torch.zeros(2, len(source_names), device=device, dtype=torch.float64)
+            for b in micro:
+                losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None)
+                (losses.sum() * world / n_loss).backward()  # FSDP averages gradients over ranks
+                ids = src.clamp(min=0)[mask]
+                per_source[0].index_add_(0, ids, losses.detach()[mask].double())
+                per_source[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window_tokens += sum(b["input_ids"].numel() for b in micro) * world
+
+            if step % cfg.log.every == 0 or step == stop_at:
+                all_reduce(per_source)
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / elapsed
+                last_values = {"loss": float(per_source[0].sum() / per_source[1].sum()),
+                               "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                               "tokens_per_s": tps, "mfu": tps * flops_token / (peak * world),
+                               **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
+                                  for i, n in enumerate(source_names) if per_source[1, i] > 0}}
+                metrics.log(step, last_values)
+                say(f"step {step:6d} | loss {last_values['loss']:.4f} | lr {last_values['lr']:.2e} | "
+                    f"grad {last_values['grad_norm']:.3f} | {tps:,.0f} tok/s | mfu {last_values['mfu']:.1%}")
+                window_start, window_tokens = time.perf_counter(), 0
+            if evaluator and cfg.eval.every and step % cfg.eval.every == 0 and step < stop_at:
+                metrics.log(step, _evaluate(evaluator, model, device, say))
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < stop_at:
+                checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
+    except KeyboardInterrupt:
+        interrupted = True
+        say(f"interrupted at step {step}: saving a checkpoint to continue from")
+
+    checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
+    summary = {"step": step, **last_values}
+    if not interrupted:
+        if evaluator:
+            results = _evaluate(evaluator, model, device, say)
+            metrics.log(step, results)
+            summary.update(results)
+        if cfg.export:
+            checkpoint.export_hf(model, config, tokenizer, out / "hf")
+            say(f"exported {out / 'hf'}")
+        if rank == 0 and metrics.path.exists():
+            say(f"wrote {plot_losses(metrics.path, out / 'loss.png')}")
+    metrics.close()
+    if distributed:
+        dist.destroy_process_group()
+    if interrupted:
+        raise SystemExit(130)
+    return summary
+
+
+def _build_eval(cfg: JobConfig, recipe, tokenizer, say):
+    from cwm.data.documents import iter_heldout
+    from cwm.eval.world_model import WorldModelEval, examples_from_records
+
+    candidates = [s for s in recipe.sources if s.kind == "trace" and s.holdout > 0]
+    if cfg.eval.source:
+        candidates = [recipe.source(cfg.eval.source)]
+    if not candidates:
+        say("no evaluation: no trace source has a holdout fraction")
+        return None
+    source = candidates[0]
+    records = []
+    for item in iter_heldout(source):
+        records.append(item)
+        if len(records) >= cfg.eval.max_traces:
+            break
+    if not records:
+        say(f"no evaluation: source '{source.name}' holds out no record")
+        return None
+    return WorldModelEval(tokenizer, examples_from_records(records, source), max_len=recipe.seq_len,
+                          max_new_tokens=cfg.eval.max_new_tokens, max_outputs=cfg.eval.max_outputs)
+
+
+def _evaluate(evaluator, model, device, say) -> dict:
+    model.eval()
+    results = {**evaluator.next_state(model, device), **evaluator.output_prediction(model, device)}
+    model.train()
+    say("eval | " + " | ".join(f"{k.removeprefix('eval/')} {v:.3f}" if isinstance(v, float) else f"{k.removeprefix('eval/')} {v}"
+                               for k, v in results.items()))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_args(argv)
+        train(cfg)
+    except (RecipeError, TokenizerError, ConfigError) as e:
+        print(f"cwm/train.py: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Forward pass of packed-document attention (Triton), keeping the log-sum-exp for the backward pass.
+
+One program per (query tile, query head). The query tile lies inside one document (see `schedule.py`), so
+its keys run from max(doc_start, q_start - window + 1) to the tile's last query: tiles outside the document or
+the window are never loaded. Online softmax in base 2 as in the Triton fused-attention tutorial.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.schedule import interpreting, owned_block, tile_schedule
+
+LOG2E = 1.4426950408889634
+# Triton fixes interpreter vs compiled mode when a kernel is defined, i.e. when this module is imported.
+INTERPRETED = interpreting()
+
+
+def _configs(inner_blocks: tuple[int, ...]) -> list[triton.Config]:
+    """Hopper-oriented search space; a single small config in the interpreter, where each trial costs seconds."""
+    if INTERPRETED:
+        return [triton.Config({"BLOCK_N": 16}, num_warps=1, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
+        for n in inner_blocks
+        for w in (4, 8)
+        for s in (2, 3)
+    ]
+
+
+@triton.jit
+def _visible(offs_m, offs_n, key_end, window, WINDOWED: tl.constexpr):
+    """[M, N] mask: key n is in this document's range, causal, and (if windowed) within the last `window` keys."""
+    vis = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < key_end)
+    if WINDOWED:
+        vis = vis & (offs_n[None, :] > offs_m[:, None] - window)
+    return vis
+
+
+@triton.autotune(configs=_configs((64, 128)), key=["HEAD_DIM", "WINDOWED", "BLOCK_M"])
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, WORK, CU, VISITS,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    total, num_q_heads, scale_log2, window,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, COUNT: tl.constexpr,
+):
+    item = tl.program_id(0)
+    head = tl.program_id(1)
+    doc = tl.load(WORK + 2 * item)
+    if doc < 0:
+        return
+    q_start = tl.load(WORK + 2 * item + 1).to(tl.int64)  # row * stride can pass 2**31 at 128k tokens
+    doc_start = tl.load(CU + doc)
+    doc_end = tl.load(CU + doc + 1)
+    q_end = tl.minimum(q_start + BLOCK_M, doc_end)
+    kv_head = head // GROUP
+
+    offs_m = q_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < q_end
+    d_ok = offs_d < HEAD_DIM
+    q = tl.load(Q + offs_m[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+
+    lo = doc_start
+    if WINDOWED:
+        lo = tl.maximum(doc_start, q_start - window + 1)
+    hi = q_end
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    visits = 0
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
+                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
+                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            v = v.to(tl.float32)
+        if IEEE:
+            qk = tl.dot(q, kt, input_precision="ieee")
+        else:
+            qk = tl.dot(q, kt)
+        # Rows past the tile's end see every loaded key: finite garbage that is never stored, instead of NaN.
+        vis = _visible(offs_m, offs_n, hi, window, WINDOWED) | ~row_ok[:, None]
+        qk = tl.where(vis, qk * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+        visits += 1
+
+    acc = acc / l_i[:, None]
+    tl.store(O + offs_m[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+             acc.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + head * total + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
+    if COUNT:
+        tl.store(VISITS + item * num_q_heads + head, visits)
+
+
+def attention_forward(q, k, v, cu_seqlens, max_seqlen, window, scale, *, block_m=None, out=None, count_tiles=False):
+    """Launch the forward kernel. Returns (out [T, Hq, D], lse2 [Hq, T] float32 in log2 units, visits or None).
+
+    `out` lets tests hand in a poisoned buffer; `count_tiles` records per-program key-tile iterations.
+    """
+    total, num_q_heads, head_dim = q.shape
+    if not q.is_cuda and not INTERPRETED:
+        raise RuntimeError("Triton kernels on CPU tensors need TRITON_INTERPRET=1 set before `kernels` is first used")
+    block_m = block_m or owned_block(q.device, head_dim)
+    work = tile_schedule(cu_seqlens, block_m, total, max_seqlen)
+    out = torch.empty_like(q) if out is None else out
+    lse = torch.empty((num_q_heads, total), device=q.device, dtype=torch.float32)
+    visits = torch.zeros((work.shape[0], num_q_heads), device=q.device, dtype=torch.int32) if count_tiles else lse
+    if work.shape[0] == 0:
+        return out, lse, (visits if count_tiles else None)
+    _fwd_kernel[(work.shape[0], num_q_heads)](
+        q, k, v, out, lse, work, cu_seqlens, visits,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        total, num_q_heads, scale * LOG2E, window or 0,
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        BLOCK_M=block_m, WINDOWED=window is not None, UPCAST=INTERPRETED, IEEE=q.dtype == torch.float32,
+        COUNT=count_tiles,
+    )
+    return out, lse, (visits if count_tiles else None)

@@ -1,0 +1,82 @@
+"""Helpers of the RL tests: tiny models and tokenizers built here (no weights are downloaded), toy trace shards."""
+from __future__ import annotations
+
+import re
+import string
+
+import torch
+
+WORD = r"[A-Za-z_]+| +|[\s\S]"
+
+
+def small_tokenizer(texts):
+    """A word-level tokenizer over `texts`: each run of letters is one token, every other character (digits,
+    spaces, punctuation) its own token, plus every special token.
+
+    A vocabulary of a few dozen symbols keeps a random policy's chance of a right one-token answer measurable, and
+    whole words keep prompts short (CPU time)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from cwm.data.special_tokens import ALL_SPECIAL_TOKENS, BOS, EOS, PAD
+
+    vocab = {t: i for i, t in enumerate(ALL_SPECIAL_TOKENS)}
+    vocab["<unk>"] = len(vocab)
+    for piece in sorted(set(re.findall(WORD, "".join(texts))) | set(string.digits)):
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token="<unk>",
+                                   additional_special_tokens=[t for t in ALL_SPECIAL_TOKENS if t not in (BOS, EOS, PAD)])
+
+
+def tiny_model(tokenizer, seed: int = 0, seq_len: int = 512):
+    """The mid-training 'tiny' preset, fitted to `tokenizer` (cwm/model/config.py)."""
+    from transformers import CwmForCausalLM
+
+    from cwm.model.config import build_config
+
+    torch.manual_seed(seed)
+    return CwmForCausalLM(build_config(tokenizer, preset="tiny", seq_len=seq_len))
+
+
+
+def function_records(source: str, name: str, inputs: list) -> list[dict]:
+    """Trace records (DESIGN §2, entry call and return frames) of `name(x)` for each x, the value from a real run."""
+    namespace: dict = {}
+    exec(source, namespace)
+    records = []
+    for x in inputs:
+        value = repr(namespace[name](x))
+        records.append({
+            "id": f"{name}-{x!r}", "schema": "cwm.trace/1", "python": "3.11", "backend": "settrace",
+            "origin": {"kind": "function", "repo": None, "commit": None, "path": "toy.py", "qualname": name,
+                       "input": repr(x)},
+            "context": source.replace(f"def {name}(x):", f"def {name}(x):  # << START_OF_TRACE", 1),
+            "frames": [{"kind": "call", "depth": 0, "path": "toy.py", "line": 1, "source": f"def {name}(x):",
+                        "locals": {"x": repr(x)}, "value": None},
+                       {"kind": "return", "depth": 0, "path": "toy.py", "line": 2, "source": "", "locals": None,
+                        "value": value}],
+            "outcome": "returned", "stats": {"frames": 2, "wall_s": 0.0, "truncated_values": 0}})
+    return records
+
+
+def write_shards(out_dir, records: list[dict]):
+    from cwm.data.shards import ShardWriter, record_key
+
+    with ShardWriter(out_dir, "trace") as writer:
+        writer.add([(record_key(r), r) for r in records])
+    return out_dir
+
+
+def export_model(model, tokenizer, out_dir):
+    """Export the way mid-training does (cwm/model/checkpoint.export_hf), so RL starts from the same kind of folder."""
+    from cwm.model.checkpoint import export_hf
+
+    return export_hf(model, model.config, tokenizer, out_dir)
+
+
+def chat_texts(tasks) -> list[str]:
+    """Every text a chat-formatted episode of `tasks` contains, for building a tokenizer that covers them."""
+    return [m["content"] for t in tasks for m in t.prompt()] + ["system user assistant tool"]

@@ -1,0 +1,34 @@
+"""A real code base: toolz 1.0.0's sdist (pinned by sha256), part of its own test suite traced by cwm-trace;
+traces are produced and every test's outcome matches an untraced pytest run."""
+from __future__ import annotations
+
+import pytest
+
+from trace_cli_helpers import cli, records_by_group, unit_statuses, untraced_outcomes
+
+TOOLZ = ("toolz", "1.0.0", "2c86e3d9a04798ac556793bced838816296a2f085017664e4995cb40a1047a02")
+# two of its test files (12 tests: currying, recipes): the full suite (180 tests) is too long for `make test`
+SELECT = ("toolz/tests/test_curried.py::*", "toolz/tests/test_recipes.py::*")
+
+
+@pytest.mark.network
+def test_toolz_test_suite_traced_with_unchanged_outcomes(tmp_path, target_python):
+    from cwm.pypi import RegistryUnreachable, fetch_sdist
+
+    try:
+        root = fetch_sdist(*TOOLZ)
+    except RegistryUnreachable as e:
+        pytest.skip(f"package registry unreachable: {e}")
+    out = tmp_path / "traces"
+    args = [root, "-o", out, "--python", target_python, "--workers", "2"]
+    for glob in SELECT:
+        args += ["--tests", glob]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = unit_statuses(out)
+    assert len(statuses) >= 10
+    assert statuses == untraced_outcomes(target_python, root, sorted(statuses))
+    records = records_by_group(out)
+    traced_toolz = {r["origin"]["qualname"] for rs in records.values() for r in rs if r["origin"]["kind"] != "test"}
+    assert sum(len(r["frames"]) for rs in records.values() for r in rs) > 100
+    assert traced_toolz, "no function episode from toolz itself"

@@ -1,0 +1,50 @@
+"""Budgets and record identity: an over-budget trace is kept with its outcome, never dropped or silently cut."""
+import json
+import re
+
+from tracer import TraceConfig, trace_call
+
+
+def _spin(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def _forever():
+    x = 0
+    while True:
+        x += 1
+
+
+def _config(here, backend, **kw):
+    return TraceConfig(root=str(here), backend=backend, **kw)
+
+
+def test_frame_budget(here, backend):
+    (record,) = trace_call(_spin, 1000, config=_config(here, backend, max_frames=50))
+    assert record["outcome"] == "frame_budget" and len(record["frames"]) == 50
+    assert record["stats"]["frames"] == 50 and record["stats"]["budget"] == "frames"
+
+
+def test_byte_budget(here, backend):
+    (record,) = trace_call(_spin, 1000, config=_config(here, backend, max_bytes=4000))
+    assert record["outcome"] == "frame_budget" and record["stats"]["budget"] == "bytes"
+    assert 10 < len(record["frames"]) and 0.8 * 4000 < len(json.dumps(record)) < 4000 * 1.2
+    (whole,) = trace_call(_spin, 1000, config=_config(here, backend))
+    assert whole["frames"][:len(record["frames"])] == record["frames"]  # a prefix, nothing reordered or lost
+
+
+def test_soft_timeout_records_the_trace(here, backend):
+    (record,) = trace_call(_forever, config=_config(here, backend, soft_timeout_s=0.3, max_frames=10 ** 9,
+                                                    max_bytes=10 ** 12))
+    assert record["outcome"] == "timeout" and len(record["frames"]) > 10
+
+
+def test_ids_are_stable_hex_and_ignore_time(here, backend):
+    first = trace_call(_spin, 5, config=_config(here, backend))
+    second = trace_call(_spin, 5, config=_config(here, backend))
+    assert first[0]["id"] == second[0]["id"] and re.fullmatch(r"[0-9a-f]{32}", first[0]["id"])
+    other = trace_call(_spin, 6, config=_config(here, backend))
+    assert other[0]["id"] != first[0]["id"]

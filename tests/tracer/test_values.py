@@ -1,0 +1,184 @@
+"""Value serialisation: the cut repr equals builtin repr's prefix, hostile reprs become placeholders, and the change
+detector's proofs (witnesses) hold exactly when the repr would be unchanged."""
+import random
+
+import pytest
+
+from tracer import values
+
+
+def _random_value(rng, depth=0):
+    choice = rng.randrange(10 if depth < 3 else 6)
+    if choice == 0:
+        return rng.randrange(-10 ** 6, 10 ** 6)
+    if choice == 1:
+        return rng.choice(["", "a'b", 'q"', "it's \"both\"", "\n\t\\", "é✓", "x" * rng.randrange(300)])
+    if choice == 2:
+        return rng.choice([None, True, False, 1.5, -0.0, float("inf"), 1e300, b"by\x00tes", range(3), ...])
+    if choice == 3:
+        return rng.random()
+    if choice == 4:
+        return complex(rng.random(), -1)
+    if choice == 5:
+        return bytearray(b"ba")
+    items = [_random_value(rng, depth + 1) for _ in range(rng.randrange(6))]
+    if choice == 6:
+        return items
+    if choice == 7:
+        return tuple(items)
+    if choice == 8:
+        return {repr(k)[:5]: v for k, v in zip(items, items)}
+    return frozenset(x for x in items if isinstance(x, (int, str))) if rng.random() < 0.5 else \
+        {x for x in items if isinstance(x, (int, str))}
+
+
+@pytest.mark.parametrize("budget", [1, 7, 40, 200])
+def test_cut_repr_is_the_prefix_of_builtin_repr(budget):
+    rng = random.Random(budget)
+    for _ in range(400):
+        v = _random_value(rng)
+        full = repr(v)
+        text, cut = values.safe_repr(v, budget)
+        if len(full) <= budget:
+            assert (text, cut) == (full, False)
+        else:
+            assert cut and text == full[:budget] + values.TRUNCATION_MARKER
+        assert values.describe(v, budget)[0] == text
+
+
+def test_self_containing_containers_match_builtin_repr():
+    loop = [1]
+    loop.append(loop)
+    d = {"k": None}
+    d["k"] = d
+    for v in (loop, d, [loop, (loop,)]):
+        assert values.safe_repr(v, 1000) == (repr(v), False)
+
+
+def test_huge_containers_cost_only_the_budget():
+    big = list(range(10 ** 6))
+    text, cut = values.safe_repr(big, 50)
+    assert cut and text == repr(big[:20])[:50] + values.TRUNCATION_MARKER
+    long = "'" * 10 ** 6
+    assert values.safe_repr(long, 10)[0] == repr(long)[:10] + values.TRUNCATION_MARKER
+
+
+def test_hostile_reprs_become_placeholders_naming_the_type(monkeypatch):
+    class Raises:
+        def __repr__(self):
+            raise KeyError("nope")
+
+    class Recurses:
+        def __repr__(self):
+            return repr(self)
+
+    class Slow:
+        def __repr__(self):
+            while True:
+                pass
+
+    class NotStr:
+        def __repr__(self):
+            return 42
+
+    monkeypatch.setattr(values, "REPR_TIMEOUT_S", 0.05)
+    assert values.safe_repr(Raises(), 100)[0] == "<Raises object (repr raised KeyError)>"
+    assert values.safe_repr(Recurses(), 100)[0] == "<Recurses object (repr raised RecursionError)>"
+    assert values.safe_repr(Slow(), 100)[0] == "<Slow object (repr timed out)>"
+    assert values.safe_repr(NotStr(), 100)[0] == "<NotStr object (repr raised TypeError)>"
+    assert values.safe_repr([1, Raises()], 100)[0] == "[1, <Raises object (repr raised KeyError)>]"
+    assert values.safe_repr(10 ** 5000, 30)[0].startswith("<int object (repr raised ValueError)>")
+
+
+def test_repr_guard_keeps_the_programs_alarm(monkeypatch):
+    import signal
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer on this platform")
+
+    class Fine:
+        def __repr__(self):
+            return "fine"
+
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 5.0)
+        assert values.safe_repr(Fine(), 10)[0] == "fine"
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 4.0 < left <= 5.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert not fired
+
+
+def _proof_holds(before, after, budget):
+    text, kind, proof = values.describe(before, budget)
+    if kind == values.ATOM:
+        return proof is after
+    if kind == values.WITNESS:
+        return values.still_same(after, proof)
+    if kind == values.DEFAULT:
+        return proof.holds(after)
+    return False
+
+
+@pytest.mark.parametrize("budget", [5, 30, 200])
+def test_witness_never_vouches_for_a_changed_repr(budget):
+    """Mutate random containers in place; whenever the proof says "unchanged", the repr must really be unchanged."""
+    rng = random.Random(budget)
+    vouched = 0
+    for _ in range(600):
+        v = [_random_value(rng) for _ in range(rng.randrange(1, 8))]
+        if rng.random() < 0.3:
+            v = {str(i): x for i, x in enumerate(v)}
+        text, kind, proof = values.describe(v, budget)
+        target = v
+        for _ in range(rng.randrange(3)):  # walk into a nested container sometimes
+            inner = list(target.values()) if isinstance(target, dict) else target
+            lists = [x for x in inner if type(x) in (list, dict)]
+            if lists:
+                target = rng.choice(lists)
+        op = rng.randrange(5)
+        if isinstance(target, dict):
+            key = rng.choice(list(target) or ["new"])
+            if op == 0:
+                target[key] = rng.randrange(3)
+            elif op == 1 and target:
+                del target[key]
+            elif op == 2:
+                target["zz"] = 1
+        else:
+            if op == 0 and target:
+                target[rng.randrange(len(target))] = rng.randrange(3)
+            elif op == 1 and target:
+                target.pop()
+            elif op == 2:
+                target.append(rng.randrange(3))
+            elif op == 3:
+                target.reverse()
+        if kind in (values.WITNESS, values.DEFAULT) and _proof_holds_after(proof, kind, v):
+            vouched += 1
+            assert values.safe_repr(v, budget)[0] == text
+    assert vouched > 50  # the proof is useful, not just always "changed"
+
+
+def _proof_holds_after(proof, kind, value):
+    return values.still_same(value, proof) if kind == values.WITNESS else proof.holds(value)
+
+
+def test_default_repr_proof_tracks_identity_and_class():
+    class Plain:
+        pass
+
+    a, b = Plain(), Plain()
+    text, kind, proof = values.describe(a, 100)
+    assert kind == values.DEFAULT and proof.holds(a) and not proof.holds(b)
+    Plain.__repr__ = lambda self: "custom"
+    assert not proof.holds(a)
+
+
+def test_atomic_values():
+    assert values.is_atomic((1, "a", (2.0, None)))
+    assert not values.is_atomic((1, [2]))
+    assert not values.is_atomic(type("S", (str,), {})("x"))

@@ -1,0 +1,347 @@
+"""From normalised events to trace records (DESIGN.md §1-2): scopes, episodes, the `".."` diff and the budgets.
+
+A backend (tracer/backends.py) turns interpreter events into five calls: `enter` (a scope starts or resumes),
+`line`, `exception`, `leave` (return, yield or unwind) and nothing else; this module never looks at `sys`'s hooks.
+
+Scope: one activation of a code object (a generator's activation lasts across its yields).
+Episode: one trace being recorded: the entry's, or one per call of a project function (function_episodes). A scope
+belongs to every open episode whose root is at most `depth` scopes up its chain; its frames go to each of them.
+
+The diff: a local whose repr equals the one shown in the previous frame of the same scope *in the same episode* is
+written "..". Re-serialising every local on every line would be the naive way; instead each scope keeps, per local,
+the repr it last made and a cheap proof that it still holds:
+- an atomic value (int, str, tuple of those, ...) that is still the same object has the same repr;
+- a builtin container of atomics still holding the same element objects has the same repr (`values.witness`);
+- an object with object's default repr, still the same id and type, has the same repr;
+- after an inert line (`code_facts`) nothing but the names it stored can have changed.
+Anything else is repr'd again. tracer/naive.py re-serialises everything and is the oracle that this is sound.
+"""
+import hashlib
+import marshal
+import re
+import sys
+import time
+from itertools import repeat
+from dataclasses import dataclass, field
+
+from . import values
+from .format import START_MARKER, UNCHANGED
+
+SCHEMA = "cwm.trace/1"
+_FRAME_JSON = 105   # the keys and punctuation of one frame's JSON
+_RECORD_JSON = 400  # the rest of a record's JSON: id, origin, stats
+_ATOM, _WITNESS, _DEFAULT = values.ATOM, values.WITNESS, values.DEFAULT
+still_same = values.still_same
+
+
+@dataclass
+class TraceConfig:
+    """What to trace and the limits of one trace (JOB.json carries the same fields)."""
+    root: str
+    include: tuple = ()
+    exclude: tuple = ()
+    depth: int = 2                      # callees inlined this many scopes below an episode's root
+    function_episodes: bool = False     # also one trace per call of a project function
+    max_frames: int = 10_000
+    max_bytes: int = 1_000_000
+    value_budget: int = 200             # characters per repr, then TRUNCATION_MARKER
+    soft_timeout_s: float = None        # stop, record "timeout"
+    backend: str = "auto"               # "monitoring" | "settrace" | "auto"
+    origin: dict = field(default_factory=dict)   # repo, commit: copied into every record
+    virtual_files: tuple = ()           # file names without a file on disk that are in scope ("<input>")
+
+
+class TraceStopped(BaseException):
+    """Unwinds the traced program after the soft timeout (only where the caller asked for that)."""
+
+
+class _Scope:
+    __slots__ = ("info", "frame", "eps", "cache", "prev_line", "last", "diff_base", "diff")
+
+    def __init__(self, info):
+        self.info = info
+        self.frame = None
+        self.eps = ()           # [(episode, depth in it)]
+        self.cache = {}         # name -> (kind, proof, text)
+        self.prev_line = None
+        self.last = None        # the scope's previous snapshot
+        self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
+        self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
+
+
+class _Episode:
+    __slots__ = ("root", "kind", "frames", "last", "nbytes", "outcome", "closed", "context", "origin",
+                 "t0", "budget")
+
+    def __init__(self, root, kind, context, origin):
+        self.root = root
+        self.kind = kind
+        self.frames = []
+        self.last = {}          # scope -> its last snapshot shown in this episode
+        self.nbytes = len(context) + _RECORD_JSON
+        self.outcome = None
+        self.closed = False
+        self.context = context
+        self.origin = origin
+        self.t0 = time.perf_counter()
+        self.budget = None
+
+
+def mark_start(source, line_index):
+    """`source` with START_MARKER appended to its line `line_index` (0-based)."""
+    lines = source.split("\n")
+    if 0 <= line_index < len(lines):
+        lines[line_index] = lines[line_index] + START_MARKER
+    return "\n".join(lines)
+
+
+_ADDRESS = re.compile(rb"0x[0-9a-fA-F]{6,}")
+
+
+def record_id(record):
+    """Stable content hash of a record: the same trace gets the same id whichever backend made it and however long
+    it took; memory addresses in reprs are masked (they differ from run to run).
+
+    marshal format 0 is a canonical serialisation of str/int/dict/list/None (no sharing or interning marks in it)
+    and several times faster than JSON, which matters for traces of a megabyte.
+    """
+    body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend")}
+    body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
+    return hashlib.sha256(_ADDRESS.sub(b"0x?", marshal.dumps(body, 0))).hexdigest()[:32]
+
+
+class Recorder:
+    """Builds trace records from a backend's calls and hands each finished one to `emit(record)`."""
+
+    def __init__(self, config, emit, *, backend_name, entry_code=None, entry_origin=None, entry_context=None):
+        self.config = config
+        self.emit = emit
+        self.backend_name = backend_name
+        self.entry_code = entry_code
+        self.entry_origin = entry_origin or {}
+        self.entry_context = entry_context      # (source, def line index) or None: the entry file
+        self.entry_scope = None
+        self.entry_done = False
+        self.entry_record = None
+        self.stack = []
+        self.suspended = {}                     # id(frame) -> scope of a suspended generator/coroutine
+        self.last_line_scope = None             # the scope whose line event was the last event of all
+        self.open = []                          # episodes not yet finished
+        self.stop_requested = False
+        self.on_stop = None                     # called after the soft timeout has flushed everything
+        self.python = "%d.%d.%d" % sys.version_info[:3]
+        self.budget = config.value_budget
+
+    # ---- events -------------------------------------------------------------------------------------------
+    def enter(self, frame, info, resumed):
+        """A scope starts (resumed=False) or a suspended generator/coroutine resumes. Returns the scope."""
+        if self.stop_requested:
+            self._stop()
+        self.last_line_scope = None
+        scope = self.suspended.pop(id(frame), None) if resumed else None
+        if scope is None:
+            scope = _Scope(info)
+            resumed = False
+        scope.frame = frame
+        parent = self.stack[-1] if self.stack else None
+        depth = self.config.depth
+        eps = [(ep, d + 1) for ep, d in parent.eps if d < depth and not ep.closed] if parent is not None else []
+        if not resumed:
+            if self.entry_scope is None and not self.entry_done and info.code is self.entry_code:
+                self.entry_scope = scope
+                eps.append((self._new_episode(scope, "entry"), 0))
+            elif (self.config.function_episodes and info.is_function and self.entry_scope is not None
+                  and not self.entry_done):
+                eps.append((self._new_episode(scope, "function"), 0))
+        scope.eps = eps
+        self.stack.append(scope)
+        if eps:
+            self._add(scope, "call", info.def_line, self._snapshot(scope, False), None)
+        return scope
+
+    def line(self, scope, line):
+        if self.stop_requested:
+            self._stop()
+        if scope.eps:
+            self._add(scope, "line", line, self._snapshot(scope, self.last_line_scope is scope), None)
+        scope.prev_line = line
+        self.last_line_scope = scope
+
+    def exception(self, scope, line, exc):
+        self.last_line_scope = None
+        if scope.eps:
+            self._add(scope, "exception", line, None, values.safe_repr(exc, self.budget)[0])
+
+    def leave(self, scope, how, value, line):
+        """The scope returns (how="return"), yields ("yield") or is left by an exception ("unwind")."""
+        self.last_line_scope = None
+        if scope.eps and how != "unwind":
+            self._add(scope, "return", line, None, values.safe_repr(value, self.budget)[0])
+        stack = self.stack
+        if stack and stack[-1] is scope:
+            stack.pop()
+        elif scope in stack:
+            stack.remove(scope)
+        if how == "yield":
+            self.suspended[id(scope.frame)] = scope
+        scope.frame = None
+        for ep, d in scope.eps:
+            if d == 0 and not ep.closed:
+                self._finish(ep, "raised" if how == "unwind" else "returned")
+        if scope is self.entry_scope:
+            self.entry_done = True
+
+    # ---- values -------------------------------------------------------------------------------------------
+    def _snapshot(self, scope, after_own_line):
+        """{name: repr text} of the scope's locals now, reusing every repr that provably still holds."""
+        cache = scope.cache
+        inert = None
+        if after_own_line:
+            stores = scope.info.inert.get(scope.prev_line)
+            if stores is not None:
+                inert = stores
+                for name in stores:
+                    entry = cache.get(name)
+                    if entry is not None and entry[0] != _ATOM:  # its old value may die now: __del__ could run
+                        inert = None
+                        break
+        budget = self.budget
+        describe = values.describe
+        cur = {}
+        diff = {}
+        for name, value in scope.frame.f_locals.items():
+            if name[:1] == ".":
+                continue
+            entry = cache.get(name)
+            if entry is not None:
+                kind, proof, text = entry
+                if kind == _ATOM:
+                    if proof is value:
+                        cur[name] = text
+                        diff[name] = UNCHANGED
+                        continue
+                elif inert is not None and name not in inert:
+                    cur[name] = text
+                    diff[name] = UNCHANGED
+                    continue
+                elif kind == _WITNESS:
+                    if still_same(value, proof):
+                        cur[name] = text
+                        diff[name] = UNCHANGED
+                        continue
+                elif kind == _DEFAULT:
+                    if proof.holds(value):
+                        cur[name] = text
+                        diff[name] = UNCHANGED
+                        continue
+                new, kind, proof = describe(value, budget)
+                diff[name] = UNCHANGED if new == text else new
+            else:
+                new, kind, proof = describe(value, budget)
+                diff[name] = new
+            cache[name] = (kind, proof, new)
+            cur[name] = new
+        value = proof = None
+        if len(cache) != len(cur):
+            for name in [n for n in cache if n not in cur]:
+                del cache[name]
+        scope.diff_base = scope.last
+        scope.diff = diff
+        scope.last = cur
+        return cur
+
+    # ---- episodes -----------------------------------------------------------------------------------------
+    def _new_episode(self, scope, kind):
+        info = scope.info
+        if kind == "entry":
+            origin = {"kind": "function", "path": info.path, "qualname": info.qualname, "input": None}
+            origin.update(self.entry_origin)
+            if self.entry_context is not None:
+                source, index = self.entry_context
+                context = mark_start(source, index)
+            else:
+                context = info.context(START_MARKER)
+        else:
+            origin = {"kind": "function", "path": info.path, "qualname": info.qualname, "input": None}
+            context = info.context(START_MARKER)
+        origin = {"repo": self.config.origin.get("repo"), "commit": self.config.origin.get("commit"), **origin}
+        ep = _Episode(scope, kind, context, origin)
+        self.open.append(ep)
+        return ep
+
+    def _add(self, scope, kind, line, cur, value):
+        info = scope.info
+        source = info.source(line)
+        base = _FRAME_JSON + len(info.path) + len(source)   # about what the frame's JSON will take
+        memo_prev, memo_loc = scope.diff_base, scope.diff
+        for ep, d in scope.eps:
+            if ep.closed:
+                continue
+            if cur is not None:
+                prev = ep.last.get(scope)
+                if prev is None:
+                    loc = cur
+                elif prev is memo_prev and memo_loc is not None:
+                    loc = memo_loc
+                else:
+                    loc = {n: (UNCHANGED if prev.get(n) == t else t) for n, t in cur.items()}
+                    memo_prev, memo_loc = prev, loc
+                ep.last[scope] = cur
+                size = base + 8 * len(loc) + sum(map(len, loc)) + sum(map(len, loc.values()))
+            else:
+                loc = None
+                size = base + len(value)
+            if len(ep.frames) >= self.config.max_frames:
+                self._finish(ep, "frame_budget", "frames")
+                continue
+            if ep.nbytes + size > self.config.max_bytes:
+                self._finish(ep, "frame_budget", "bytes")
+                continue
+            ep.nbytes += size
+            ep.frames.append({"kind": kind, "depth": d, "path": info.path, "line": line, "source": source,
+                              "locals": loc, "value": value})
+            if kind == "call" and d == 0 and ep.kind == "function":
+                ep.origin["input"] = ", ".join(f"{n}={t}" for n, t in cur.items())
+
+    def _finish(self, ep, outcome, budget=None):
+        ep.closed = True
+        ep.outcome = outcome
+        ep.budget = budget
+        if ep in self.open:
+            self.open.remove(ep)
+        frames = ep.frames
+        cut = 0
+        marker = values.TRUNCATION_MARKER
+        ends = str.endswith
+        for frame in frames:
+            loc = frame["locals"]
+            if loc is not None:
+                cut += sum(map(ends, loc.values(), repeat(marker)))
+            elif ends(frame["value"], marker):
+                cut += 1
+        stats = {"frames": len(frames), "wall_s": round(time.perf_counter() - ep.t0, 6), "truncated_values": cut}
+        if budget:
+            stats["budget"] = budget
+        record = {"schema": SCHEMA, "origin": ep.origin, "python": self.python, "backend": self.backend_name,
+                  "context": ep.context, "frames": frames, "outcome": outcome, "stats": stats}
+        record = {"id": record_id(record), **record}
+        ep.frames = ep.last = None
+        if ep.kind == "entry":
+            self.entry_record = record
+        self.emit(record)
+
+    def finish_all(self, outcome):
+        """Close every open episode (soft timeout, or tracing stopped before they ended)."""
+        for ep in list(self.open):
+            self._finish(ep, outcome)
+
+    def request_stop(self):
+        """From any thread: the soft timeout passed. The traced thread flushes at its next event."""
+        self.stop_requested = True
+
+    def _stop(self):
+        self.stop_requested = False
+        self.finish_all("timeout")
+        self.entry_done = True
+        if self.on_stop is not None:
+            self.on_stop()

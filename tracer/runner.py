@@ -1,0 +1,203 @@
+"""The child side of `cwm-trace`: `python -m tracer run JOB.json` (protocol in TEAM.md, fields below).
+
+Runs one unit in this (the target) interpreter and writes one JSON trace record per line to `job["out"]`, each
+flushed the moment its trace ends, then `{"event": "end", "status": ...}`:
+- mode "pytest": runs exactly `nodeid` with `pytest.main` in this process; a small plugin traces the test function
+  call. Status passed | failed | skipped | error (error: setup/teardown/collection failed, or nothing ran).
+- mode "function": executes `code` as the module `<input>` (so its frames are in scope and show that path), then
+  traces `entry(<input>)`. Status returned | raised, or error when the code or the arguments do not even run.
+After `soft_timeout_s` the open traces are written with outcome "timeout", the status is "timeout" and the child
+exits at once. The exit code is 0 whenever the tracer itself worked, whatever the traced code did.
+"""
+import json
+import linecache
+import os
+import sys
+import threading
+import types
+
+from .recorder import TraceConfig, TraceStopped
+from .session import Session, code_of
+
+INPUT_FILE = "<input>"
+GRACE_S = 2.0   # after the soft timeout, how long the traced thread gets to notice before the watchdog flushes
+
+
+class _Output:
+    """The records file. Every write is one whole line, flushed, so a child killed mid-run leaves only whole records."""
+
+    def __init__(self, path):
+        self.file = open(path, "w", encoding="utf-8")
+        self.lock = threading.Lock()
+        self.ended = False
+
+    def record(self, record):
+        with self.lock:
+            if not self.ended:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+
+    def end(self, status, **extra):
+        with self.lock:
+            if not self.ended:
+                self.ended = True
+                self.file.write(json.dumps({"event": "end", "status": status, **extra}) + "\n")
+                self.file.flush()
+                os.fsync(self.file.fileno())
+
+
+def config_from_job(job, **overrides):
+    fields = dict(root=job["root"], include=tuple(job.get("include") or ()), exclude=tuple(job.get("exclude") or ()),
+                  depth=int(job.get("depth", 2)), function_episodes=bool(job.get("function_episodes", False)),
+                  max_frames=int(job.get("max_frames", 10_000)), max_bytes=int(job.get("max_bytes", 1_000_000)),
+                  value_budget=int(job.get("value_budget", 200)), soft_timeout_s=job.get("soft_timeout_s"),
+                  backend=job.get("backend", "auto"), origin=dict(job.get("origin") or {}))
+    fields.update(overrides)
+    return TraceConfig(**fields)
+
+
+class _Watchdog:
+    """Backs up the soft timeout: if the traced thread never reaches traced code again (stuck in a library or in C),
+    flush the open traces from this thread and end the child."""
+
+    def __init__(self, out, seconds):
+        self.out = out
+        self.seconds = seconds
+        self.recorder = None
+        self.done = threading.Event()
+
+    def start(self):
+        if self.seconds:
+            threading.Thread(target=self._run, daemon=True, name="cwm-tracer-watchdog").start()
+
+    def _run(self):
+        if self.done.wait(self.seconds + GRACE_S):
+            return
+        if self.recorder is not None:
+            try:
+                self.recorder.finish_all("timeout")
+            except Exception:
+                pass
+        self.out.end("timeout")
+        os._exit(0)
+
+
+def _timed_out(out):
+    """In the traced thread, right after the open traces were written with outcome "timeout"."""
+    out.end("timeout")
+    os._exit(0)
+
+
+def run_function(job, out, watchdog):
+    code_text, entry, args_text = job["code"], job.get("entry") or "f", job.get("input") or ""
+    linecache.cache[INPUT_FILE] = (len(code_text), None, code_text.splitlines(True), INPUT_FILE)
+    module = types.ModuleType("__cwm_input__")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code_text, INPUT_FILE, "exec"), module.__dict__)
+        fn = module.__dict__.get(entry)
+        if fn is None:
+            raise NameError(f"the code defines no {entry!r}")
+        code = code_of(fn)
+        namespace = dict(module.__dict__, __cwm_args__=lambda *a, **k: (a, k))
+        args, kwargs = eval(compile(f"__cwm_args__({args_text})", "<arguments>", "eval"), namespace)
+    except BaseException as e:  # the unit's own code failed before the traced call: say so, the tracer is fine
+        return "error", {"error": f"{type(e).__name__}: {e}"[:500]}
+    config = config_from_job(job, virtual_files=(INPUT_FILE,))
+    entry_def = next((i for i, line in enumerate(code_text.split("\n"))
+                      if line.lstrip().startswith(("def " + entry, "async def " + entry))), 0)
+    origin = {"kind": "function", "path": INPUT_FILE, "qualname": entry, "input": args_text}
+    session = Session(config, out.record, entry_code=code, entry_origin=origin, entry_context=(code_text, entry_def))
+    watchdog.recorder = session.recorder
+    session.start(on_timeout=lambda: _timed_out(out))
+    status = "returned"
+    try:
+        fn(*args, **kwargs)
+    except TraceStopped:
+        status = "timeout"
+    except BaseException:
+        status = "raised"
+    finally:
+        session.stop()
+    return status, {}
+
+
+def run_pytest(job, out, watchdog):
+    import pytest
+
+    root = os.path.realpath(job["root"])
+    nodeid = job["nodeid"]
+    path, sep, name = nodeid.partition("::")
+    config = config_from_job(job)
+    reports = []
+
+    class TracePlugin:
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_call(self, item):
+            try:
+                code = code_of(item.obj)
+            except (AttributeError, TypeError):
+                yield   # not a Python function (a doctest, a YAML item): run it untraced
+                return
+            source = "".join(linecache.getlines(code.co_filename))
+            origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None}
+            session = Session(config, out.record, entry_code=code, entry_origin=origin)
+            session.recorder.entry_context = (source, session.backend.info(code).def_line - 1)
+            watchdog.recorder = session.recorder
+            session.start(on_timeout=lambda: _timed_out(out))
+            try:
+                yield
+            finally:
+                session.stop()
+
+        def pytest_runtest_logreport(self, report):
+            reports.append((report.when, report.outcome))
+
+        def pytest_collectreport(self, report):
+            if report.failed:
+                reports.append(("collect", "failed"))
+
+    target = os.path.join(root, path) + (sep + name if sep else "")
+    args = [target, "-q", "-p", "no:cacheprovider", "--rootdir", root]
+    pytest.main(args, plugins=[TracePlugin()])
+    return _test_status(reports), {}
+
+
+def _test_status(reports):
+    if not reports or any(when != "call" and outcome == "failed" for when, outcome in reports):
+        return "error"
+    if any(outcome == "failed" for _, outcome in reports):
+        return "failed"
+    if any(outcome == "skipped" for _, outcome in reports):
+        return "skipped"
+    return "passed"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m tracer run JOB.json", file=sys.stderr)
+        return 2
+    try:
+        with open(argv[1], encoding="utf-8") as f:
+            job = json.load(f)
+        mode, out_path = job["mode"], job["out"]
+        if mode not in ("pytest", "function"):
+            raise ValueError(f"mode must be 'pytest' or 'function', not {mode!r}")
+        if not os.path.isdir(job["root"]):
+            raise ValueError(f"root {job['root']!r} is not a directory")
+        if mode == "pytest" and not job.get("nodeid"):
+            raise ValueError("pytest mode needs a 'nodeid'")
+        if mode == "function" and not isinstance(job.get("code"), str):
+            raise ValueError("function mode needs 'code' (a string)")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        print(f"tracer: bad job file {argv[1]}: {what}", file=sys.stderr)
+        return 2
+    out = _Output(out_path)
+    watchdog = _Watchdog(out, job.get("soft_timeout_s"))
+    watchdog.start()
+    status, extra = (run_pytest if mode == "pytest" else run_function)(job, out, watchdog)
+    watchdog.done.set()
+    out.end(status, **extra)
+    return 0

@@ -1,0 +1,82 @@
+"""One tracing session: a scope, a backend and a recorder wired together; and `trace_call`, the in-process API."""
+import inspect
+import os
+import threading
+
+from . import backends, values
+from .recorder import Recorder, TraceConfig, TraceStopped
+from .scope import Scope
+
+
+def code_of(fn):
+    """The code object a call of `fn` runs (through decorators that set __wrapped__, and bound methods)."""
+    target = inspect.unwrap(fn)
+    target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        raise TypeError(f"{fn!r} is not a Python function: nothing to trace")
+    return code
+
+
+class Session:
+    """Traces what runs between `start()` and `stop()` on this thread; finished records go to `emit`."""
+
+    def __init__(self, config, emit, *, entry_code, entry_origin=None, entry_context=None, recorder=Recorder):
+        self.config = config
+        backend_cls = backends.choose(config.backend)
+        self.backend = backend_cls(Scope(config.root, config.include, config.exclude, config.virtual_files))
+        self.recorder = recorder(config, emit, backend_name=backend_cls.name, entry_code=entry_code,
+                                 entry_origin=entry_origin, entry_context=entry_context)
+        self._timer = None
+
+    def start(self, on_timeout=None):
+        """Start tracing. After `soft_timeout_s` the open traces are written with outcome "timeout", tracing stops
+        and `on_timeout()` runs in the traced thread (default: raise TraceStopped to unwind the program)."""
+        rec = self.recorder
+
+        def stop_here():
+            self.backend.stop()
+            if on_timeout is not None:
+                on_timeout()
+            else:
+                raise TraceStopped()
+
+        rec.on_stop = stop_here
+        if self.config.soft_timeout_s:
+            self._timer = threading.Timer(self.config.soft_timeout_s, rec.request_stop)
+            self._timer.daemon = True
+            self._timer.start()
+        values.install_alarm()
+        self.backend.start(rec)
+
+    def stop(self):
+        self.backend.stop()
+        values.uninstall_alarm()
+        if self._timer is not None:
+            self._timer.cancel()
+        # A trace still open here never saw its root scope end (tracing was stopped under it).
+        self.recorder.finish_all("crashed")
+
+
+def trace_call(fn, *args, config=None, recorder=Recorder, **kwargs):
+    """Trace `fn(*args, **kwargs)` in this process and return its records: function episodes in the order they
+    ended, the entry's last. The call's exception, if any, is not re-raised: the entry record's outcome says "raised".
+
+    `config` defaults to tracing everything under the directory of `fn`'s file.
+    """
+    code = code_of(fn)
+    if config is None:
+        config = TraceConfig(root=os.path.dirname(os.path.abspath(code.co_filename)))
+    records = []
+    session = Session(config, records.append, entry_code=code, recorder=recorder)
+    session.start()
+    try:
+        fn(*args, **kwargs)
+    except TraceStopped:
+        pass
+    except Exception:
+        pass
+    finally:
+        session.stop()
+    entry = session.recorder.entry_record
+    return [r for r in records if r is not entry] + ([entry] if entry is not None else [])

@@ -1,0 +1,346 @@
+"""Turning a traced program's values into text without changing what the program does.
+
+`safe_repr(value, budget)` is `repr(value)` cut to `budget` characters with a visible marker. Builtin containers are
+walked here rather than by `repr`, so a million-element list costs `budget` characters of work, not a million; the
+text is exactly the prefix `repr` would give. A user `__repr__` that raises, recurses without end or runs longer than
+`REPR_TIMEOUT_S` is replaced by a placeholder naming the type.
+
+The change detector (tracer/recorder.py) needs two facts about a value, both answered here:
+- `is_atomic(v)`: v is an immutable builtin whose repr can never change while it is the same object, so holding a
+  reference to it is harmless (no `__del__`, no weakrefs) and identity proves the repr unchanged.
+- `witness(v)` / `still_same(v, w)`: for a builtin list/tuple/dict/set of atomics, the element objects that its (cut)
+  repr was made of. If the container still holds the same element objects, its repr is the same: checking that is a
+  C-speed identity scan instead of a new repr.
+"""
+import signal
+import threading
+import time
+from itertools import chain
+from operator import is_
+
+TRUNCATION_MARKER = "...<cut>"
+REPR_TIMEOUT_S = 0.5
+WITNESS_MAX = 512          # containers with more elements than this in their shown prefix are simply re-repr'd
+
+_ATOMIC_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range})
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+# Types whose repr is computed in C without calling back into Python code (for these exact types).
+_NO_CALLBACK_REPRS = frozenset({int, float, complex, bool, bytes, type(None), type(Ellipsis), range, bytearray,
+                                type, type(len)})
+
+
+def is_atomic(value, _scalars=_ATOMIC_SCALARS):
+    """True for immutable builtins whose repr is fixed for the object's lifetime (tuples/frozensets of such too)."""
+    t = type(value)
+    if t in _scalars:
+        return True
+    if t is tuple or t is frozenset:
+        return len(value) <= 64 and all(type(e) in _scalars or is_atomic(e) for e in value)
+    return False
+
+
+class _ReprTimeout(BaseException):
+    """Raised inside a user __repr__ that runs too long. A BaseException, so `except Exception` in it cannot eat it."""
+
+
+_in_repr = False
+_program_handler = None     # the traced program's SIGALRM handler while the tracer's is installed
+
+
+def _on_alarm(signum, frame):
+    if _in_repr:
+        raise _ReprTimeout()
+    handler = _program_handler  # the program's own alarm: do what it asked for
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGALRM)
+
+
+def install_alarm():
+    """Own SIGALRM for a tracing session (main thread only), so guarding a repr costs two setitimer calls."""
+    global _program_handler
+    if _ALARM_OK and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        if previous is not _on_alarm:
+            _program_handler = previous
+
+
+def uninstall_alarm():
+    if _ALARM_OK and threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGALRM) is _on_alarm:
+            signal.signal(signal.SIGALRM, _program_handler if _program_handler is not None else signal.SIG_DFL)
+
+
+def placeholder(value, why):
+    return f"<{type(value).__name__} object ({why})>"
+
+
+def _user_repr(value):
+    """repr() of an arbitrary object, guarded: a placeholder instead of an exception, an endless recursion or a hang.
+
+    The hang guard is SIGALRM (main thread only); a timer the program had running is put back afterwards.
+    """
+    global _in_repr
+    use_alarm = _ALARM_OK and threading.current_thread() is threading.main_thread()
+    swapped = None
+    try:
+        if use_alarm:
+            if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # no session, or the program took the signal
+                swapped = signal.signal(signal.SIGALRM, _on_alarm)
+            old_timer = signal.setitimer(signal.ITIMER_REAL, REPR_TIMEOUT_S)
+            started = time.perf_counter()
+            _in_repr = True
+        try:
+            text = repr(value)
+        finally:
+            if use_alarm:
+                _in_repr = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                if swapped is not None:
+                    signal.signal(signal.SIGALRM, swapped)
+                if old_timer[0] > 0:
+                    left = old_timer[0] - (time.perf_counter() - started)
+                    signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), old_timer[1])
+    except _ReprTimeout:
+        return placeholder(value, "repr timed out")
+    except Exception as e:  # RecursionError, anything the user's __repr__ raises
+        return placeholder(value, f"repr raised {type(e).__name__}")
+    return text
+
+
+_ALARM_OK = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+
+
+def _str_repr(s, limit):
+    """repr of a str, computing only about `limit` characters of it (the quote choice depends on the whole str)."""
+    if len(s) <= limit:
+        return repr(s)
+    head = repr(s[:limit])
+    whole_quote = '"' if ("'" in s and '"' not in s) else "'"
+    if head[0] == whole_quote:
+        return head[:-1]  # longer than `limit`: the caller cuts it, so the missing closing quote never shows
+    return repr(s)
+
+
+class _Witness:
+    """What a container's (cut) repr was made of: its type, how many elements it had (exactly, or at least), and
+    per rendered element the atomic object itself, a nested _Witness, or a _Default."""
+    __slots__ = ("type", "need", "exact", "items", "flat")
+
+    def __init__(self, t):
+        self.type = t
+        self.items = []
+        self.flat = True
+
+
+class _Default:
+    """An object with object's default repr: the same id, type and type names mean the same repr."""
+    __slots__ = ("oid", "tid", "qualname", "module")
+
+    def __init__(self, v, t):
+        self.oid, self.tid, self.qualname, self.module = id(v), id(t), t.__qualname__, t.__module__
+
+    def holds(self, v):
+        t = type(v)
+        return (id(v) == self.oid and id(t) == self.tid and t.__repr__ is _object_repr
+                and t.__qualname__ == self.qualname and t.__module__ == self.module)
+
+
+_object_repr = object.__repr__
+
+
+class _Walk:
+    """Builds the repr of nested builtin containers left to right and stops once `limit` characters exist.
+
+    With `witness=True` it also records what the text was made of (see `still_same`); `ok` turns False when the
+    text depends on something a witness cannot check (a user __repr__, a container inside itself).
+    """
+    __slots__ = ("parts", "size", "limit", "active", "ok", "open", "top")
+
+    def __init__(self, limit, witness=False):
+        self.parts = []
+        self.size = 0
+        self.limit = limit
+        self.active = set()
+        self.ok = witness
+        self.open = []          # the witnesses of the containers being walked, innermost last
+        self.top = None
+
+    def emit(self, text):
+        self.parts.append(text)
+        self.size += len(text)
+        return self.size > self.limit
+
+    def _note(self, entry):
+        if self.open:
+            w = self.open[-1]
+            w.items.append(entry)
+            if entry.__class__ is _Witness or entry.__class__ is _Default:
+                w.flat = False
+        elif self.top is None:
+            self.top = entry
+
+    def value(self, v):
+        """Append repr(v); True once the limit is passed (the caller stops)."""
+        t = type(v)
+        if t in _CONTAINERS:
+            return self.container(v, t)
+        if self.ok:
+            if t in _ATOMIC_SCALARS:
+                self._note(v)
+            elif t.__repr__ is _object_repr:
+                self._note(_Default(v, t))
+            else:
+                self.ok = False
+        if t is str:
+            return self.emit(_str_repr(v, self.limit - self.size + 1))
+        if t in _NO_CALLBACK_REPRS or t.__repr__ is _object_repr:
+            try:
+                return self.emit(repr(v))
+            except Exception as e:  # huge ints (int_max_str_digits)
+                return self.emit(placeholder(v, f"repr raised {type(e).__name__}"))
+        return self.emit(_user_repr(v))
+
+    def container(self, v, t):
+        key = id(v)
+        if key in self.active:  # what repr prints for a container inside itself
+            self.ok = False
+            return self.emit("[...]" if t is list else "{...}" if t is dict else "(...)" if t is tuple else "...")
+        w = None
+        if self.ok:
+            w = _Witness(t)
+            self._note(w)
+            self.open.append(w)
+        index = 0
+        stopped = True
+        self.active.add(key)
+        try:
+            if not v and t is not list and t is not dict:
+                stopped = self.emit("()" if t is tuple else f"{t.__name__}()")
+                return stopped
+            if t is frozenset:
+                opening, closing = "frozenset({", "})"
+            elif t is set:
+                opening, closing = "{", "}"
+            else:
+                opening, closing = _BRACKETS[t]
+            if self.emit(opening):
+                return True
+            if t is dict:
+                for k, item in list(v.items()):
+                    if index and self.emit(", "):
+                        return True
+                    if self.value(k) or self.emit(": ") or self.value(item):
+                        return True
+                    index += 1
+            else:
+                for item in (v if t is list or t is tuple else list(v)):
+                    if index and self.emit(", "):
+                        return True
+                    if self.value(item):
+                        return True
+                    index += 1
+                if t is tuple and len(v) == 1 and self.emit(","):
+                    return True
+            stopped = self.emit(closing)
+            return stopped
+        finally:
+            self.active.discard(key)
+            if w is not None:
+                self.open.pop()
+                if stopped:   # cut inside: only the elements shown so far, and that one more exists, matter
+                    w.need, w.exact = max(1, index + 1), False
+                else:
+                    w.need, w.exact = len(v), True
+                w.items = tuple(w.items)
+
+
+_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}
+
+
+def still_same(value, w):
+    """True when `value` would repr to the same text as when witness `w` was taken."""
+    t = w.type
+    if type(value) is not t:
+        return False
+    n = len(value)
+    if n != w.need if w.exact else n < w.need:
+        return False
+    items = w.items
+    current = chain.from_iterable(value.items()) if t is dict else value
+    if w.flat:
+        return all(map(is_, current, items))
+    for got, want in zip(current, items):
+        kind = want.__class__
+        if kind is _Witness:
+            if not still_same(got, want):
+                return False
+        elif kind is _Default:
+            if not want.holds(got):
+                return False
+        elif got is not want:
+            return False
+    return True
+
+
+def safe_repr(value, budget):
+    """(text, cut): repr(value) cut to `budget` characters plus TRUNCATION_MARKER, or a placeholder."""
+    t = type(value)
+    if t is int or t is bool or t is type(None) or t is float:
+        try:
+            text = repr(value)
+        except Exception as e:  # int over sys.int_max_str_digits
+            return placeholder(value, f"repr raised {type(e).__name__}"), False
+    elif t is str:
+        text = _str_repr(value, budget + 1)
+    elif t in _CONTAINERS:
+        walk = _Walk(budget)
+        try:
+            walk.value(value)
+        except RecursionError:
+            return placeholder(value, "repr raised RecursionError"), False
+        text = "".join(walk.parts)
+    elif t in _NO_CALLBACK_REPRS or t.__repr__ is object.__repr__:
+        try:
+            text = repr(value)
+        except Exception as e:
+            return placeholder(value, f"repr raised {type(e).__name__}"), False
+    else:
+        text = _user_repr(value)
+    if len(text) > budget:
+        return text[:budget] + TRUNCATION_MARKER, True
+    return text, False
+
+
+ATOM, WITNESS, DEFAULT, OTHER = range(4)
+
+
+def describe(value, budget):
+    """(text, kind, proof): safe_repr's text plus what the change detector needs to know it still holds later.
+
+    ATOM: proof is the value itself (an atomic value: identity proves the repr); WITNESS: a _Witness for
+    `still_same`; DEFAULT: a _Default (object's default repr); OTHER: nothing short of a new repr proves it.
+    """
+    t = type(value)
+    if t in _CONTAINERS:
+        walk = _Walk(budget, witness=True)
+        try:
+            walk.value(value)
+        except RecursionError:
+            return placeholder(value, "repr raised RecursionError"), OTHER, None
+        text = "".join(walk.parts)
+        if len(text) > budget:
+            text = text[:budget] + TRUNCATION_MARKER
+        if (t is tuple or t is frozenset) and is_atomic(value):
+            return text, ATOM, value
+        if walk.ok:
+            return text, WITNESS, walk.top
+        return text, OTHER, None
+    text = safe_repr(value, budget)[0]
+    if t in _ATOMIC_SCALARS:
+        return text, ATOM, value
+    if t.__repr__ is _object_repr:
+        return text, DEFAULT, _Default(value, t)
+    return text, OTHER, None
