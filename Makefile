@@ -28,6 +28,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/cwm-trace examples/shop -o runs/demo/traces --workers 2
 	$(VENV)/bin/cwm-trace render runs/demo/traces --first
+	$(VENV)/bin/cwm-tokenizer train --recipe data_recipes/demo.yaml --out runs/demo/tokenizer --vocab-size 1024
+	rm -rf runs/demo/checkpoints runs/demo/hf runs/demo/tensorboard runs/demo/metrics.jsonl runs/demo/loss.png
+	OMP_NUM_THREADS=1 $(PY) cwm/train.py --recipe data_recipes/demo.yaml --out runs/demo --training.cpu_threads 1
+	$(PY) -m cwm.eval.show_trace --hf runs/demo/hf --recipe data_recipes/demo.yaml
 
 test: $(VENV)/.installed test-tracer-versions
 	$(PY) -m pytest tests

@@ -9,7 +9,9 @@ the user; `Jail.isolation` names it, and callers report it:
 - a new network namespace (`--net`): no interface but a downed loopback, so no network at all;
 - a cgroup (v1 or v2) with `pids.max` and a memory limit over the whole process tree, where /sys/fs/cgroup is
   writable; otherwise `RLIMIT_NPROC` (which does not hold for root) and per-process `RLIMIT_AS` only;
-- `RLIMIT_FSIZE` against filling the disk, `RLIMIT_CORE=0`.
+- `RLIMIT_FSIZE` against filling the disk, `RLIMIT_CORE=0`;
+- with `Limits.writable`, every mount read-only in the jail's mount namespace except those paths (and a private
+  /dev/shm), CAP_SYS_ADMIN dropped so it stays that way ("read-only-fs").
 """
 from __future__ import annotations
 
@@ -34,6 +36,21 @@ class Limits:
     max_procs: int | None = 256
     file_size_mb: int | None = 1024
     network: bool = False
+    writable: tuple[str, ...] | None = None   # set: every mount is read-only inside the jail except these paths
+
+
+# Runs inside the jail's mount namespace (as root): bind each writable path onto itself (a mount of its own, left
+# writable), give the jail a private /dev/shm, remount every other mount read-only, then exec the command without
+# CAP_SYS_ADMIN in its bounding set, so nothing inside can remount anything writable again.
+_READ_ONLY_SCRIPT = r"""
+n=$1; shift; keep=""
+while [ "$n" -gt 0 ]; do mount --bind "$1" "$1" || exit 125; keep="$keep|$1|"; shift; n=$((n-1)); done
+mount -t tmpfs -o size=64m tmpfs /dev/shm 2>/dev/null && keep="$keep|/dev/shm|"
+awk '{print $2}' /proc/self/mounts | while read -r m; do
+  case "$keep" in *"|$m|"*) ;; *) mount -o remount,bind,ro "$m" 2>/dev/null ;; esac
+done
+exec setpriv --bounding-set=-sys_admin -- "$@"
+"""
 
 
 @dataclass
@@ -62,6 +79,13 @@ def _namespace_prefix() -> tuple[str, ...]:
         if ok:
             return prefix
     return ()
+
+
+@functools.lru_cache(maxsize=None)
+def _can_confine_writes() -> bool:
+    """Read-only mounts need the root namespace prefix (a mount namespace we may remount in) and setpriv."""
+    prefix = _namespace_prefix()
+    return bool(prefix) and "--user" not in prefix and all(shutil.which(t) for t in ("setpriv", "mount", "awk"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,6 +132,8 @@ class Jail:
         elif not limits.network:
             parts.append("NETWORK-NOT-ISOLATED")
         parts.append("cgroup" if self._cgroups else "rlimits")
+        if limits.writable is not None:
+            parts.append("read-only-fs" if _can_confine_writes() else "FS-NOT-CONFINED")
         self.isolation = "+".join(parts)
 
     def _make_cgroup(self, path: Path, settings: dict[str, int | None]) -> None:
@@ -133,6 +159,8 @@ class Jail:
             rlimits.append(f"--fsize={_mb(lim.file_size_mb)}")
         if lim.max_procs and not self._cgroups:
             rlimits.append(f"--nproc={lim.max_procs}")
+        if lim.writable is not None and _can_confine_writes():
+            wrapped += ["sh", "-c", _READ_ONLY_SCRIPT, "cwm-jail-fs", str(len(lim.writable)), *map(str, lim.writable)]
         wrapped += ["prlimit", *rlimits, "--", *argv]
         if self._cgroups:
             joins = "; ".join(f"echo $$ > {p}/cgroup.procs" for p in self._cgroups)

@@ -51,9 +51,8 @@ def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    repo = argparse.ArgumentParser(prog="cwm-trace", description=__doc__.split("\n\n")[0],
-                                   epilog="Also: `cwm-trace functions FILE.jsonl -o DIR`, "
-                                          "`cwm-trace render SHARD_OR_DIR [--key K | --first]`.")
+    repo = argparse.ArgumentParser(prog="cwm-trace", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     repo.add_argument("path", type=Path, help="project root; its pytest tests are the entries")
     _trace_options(repo, repository=True)
     functions = argparse.ArgumentParser(prog="cwm-trace functions",
@@ -121,7 +120,10 @@ def trace(args: argparse.Namespace, command: str) -> int:
         target = probe_python(args.python)
         root, origin = None, {"repo": None, "commit": None}
         options = TraceOptions(function_episodes=False, **budgets)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TraceInputError(f"-o {args.out}: cannot create it ({e.strerror}); name a writable directory") from None
     stats = trace_units(units, out_dir=args.out, target=target, root=root, options=options, workers=args.workers,
                         origin=origin, shard_samples=args.shard_samples, console=console)
     print_summary(stats, args.out, target.version, kind="tests" if command == "repo" else "functions")

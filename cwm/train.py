@@ -65,6 +65,7 @@ class TrainingConfig:
     bf16: str = "auto"              # auto (on GPU) | on | off
     activation_checkpointing: str = "auto"  # auto (on GPU) | on | off
     compile: bool = False
+    cpu_threads: int | None = None  # torch intra-op threads on CPU (1 avoids oversubscribing a shared machine)
 
 
 @dataclass
@@ -244,6 +245,8 @@ def train(cfg: JobConfig) -> dict:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+    elif cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
     on_gpu = device.type == "cuda"
     bf16 = cfg.training.bf16 == "on" or (cfg.training.bf16 == "auto" and on_gpu)
     ac = cfg.training.activation_checkpointing == "on" or (cfg.training.activation_checkpointing == "auto" and on_gpu)
@@ -277,10 +280,14 @@ def train(cfg: JobConfig) -> dict:
 
     step = 0
     ckpt_dir = out / "checkpoints"
-    if cfg.checkpoint.resume and (last := checkpoint.latest(ckpt_dir)) is not None:
+    last = checkpoint.latest(ckpt_dir)
+    if last is not None and not cfg.checkpoint.resume:
+        raise ConfigError(f"{ckpt_dir} holds checkpoints of an earlier run; resume it "
+                          f"(--checkpoint.resume true) or train into another --out")
+    if last is not None:
         step = checkpoint.load(last, model, optimizer, scheduler, loader)
-        metrics.truncate_after(step)
         say(f"resumed from {last} at step {step}")
+    metrics.truncate_after(step)  # steps logged after the checkpoint will be logged again
     evaluator = _build_eval(cfg, recipe, tokenizer, say)
     say(f"model {cfg.model.preset if not cfg.model.config else cfg.model.config}: {n_params / 1e6:.2f}M parameters, "
         f"{world} rank(s) on {device.type}, {'bf16' if bf16 else 'fp32'}, grad accumulation {grad_accum}, "
@@ -292,9 +299,10 @@ def train(cfg: JobConfig) -> dict:
     batches = iter(loader)
     window_start, window_tokens = time.perf_counter(), 0
     last_values: dict = {}
-    interrupted = False
+    interrupted, loader_at_step = False, loader.state_dict()
     try:
         while step < stop_at:
+            loader_at_step = loader.state_dict()  # to hand back this step's rows if it is interrupted
             micro = [next(batches, None) for _ in range(grad_accum)]
             if all_reduce(torch.tensor([float(any(b is None for b in micro))], device=device)).item() > 0:
                 say(f"data exhausted at step {step}: every source has used its epochs")
@@ -338,6 +346,8 @@ def train(cfg: JobConfig) -> dict:
                 checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     except KeyboardInterrupt:
         interrupted = True
+        loader.load_state_dict(loader_at_step)
+        optimizer.zero_grad(set_to_none=True)
         say(f"interrupted at step {step}: saving a checkpoint to continue from")
 
     checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _visible
+from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _split_tiles, _visible
 from kernels.schedule import owned_block, tile_schedule
 
 
@@ -30,6 +30,43 @@ def _delta_kernel(O, DO, DELTA, stride_ot, stride_oh, stride_dot, stride_doh, to
     do = tl.load(DO + offs_t[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=ok, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + head * total + offs_t, delta, mask=offs_t < total)
+
+
+@triton.jit
+def _dkdv_tiles(
+    dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh, stride_dqt, stride_dqh,
+    total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi, first, last, scale, scale_log2, window,
+    BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr,
+    IEEE: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+):
+    """Accumulate dk, dv of the owned keys over query tiles first..last-1 (aligned at q_lo) of one query head."""
+    for t in range(first, last):
+        offs_q = q_lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        q_ok = offs_q < q_hi
+        qo_mask = q_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + offs_q[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=qo_mask, other=0.0)
+        do = tl.load(DO + offs_q[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=qo_mask, other=0.0)
+        lse = tl.load(LSE + head * total + offs_q, mask=q_ok, other=0.0)
+        delta = tl.load(DELTA + head * total + offs_q, mask=q_ok, other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        # Transposed scores [keys, queries]. Interior tiles still drop key rows past the document's end: their
+        # exp2(0 - lse) could overflow and reach dq through ds.
+        p_t = tl.math.exp2(_dot(k, tl.trans(q), IEEE) * scale_log2 - lse[None, :])
+        if MASKED:
+            vis_t = tl.trans(_visible(offs_q, offs_k, k_end, window, WINDOWED)) & q_ok[None, :]
+        else:
+            vis_t = k_ok[:, None]
+        p_t = tl.where(vis_t, p_t, 0.0)
+        dv += _dot(p_t.to(do.dtype), do, IEEE)
+        ds_t = p_t * (_dot(v, tl.trans(do), IEEE) - delta[None, :])
+        dk += _dot(ds_t.to(q.dtype), q, IEEE)
+        if ATOMIC_DQ:
+            dq = _dot(tl.trans(ds_t).to(k.dtype), k, IEEE)
+            tl.atomic_add(DQ + offs_q[:, None] * stride_dqt + head * stride_dqh + offs_d[None, :], dq * scale,
+                          mask=qo_mask)
+    return dk, dv
 
 
 @triton.autotune(configs=_configs((32, 64)), key=["HEAD_DIM", "WINDOWED", "BLOCK_M", "ATOMIC_DQ"],
@@ -65,56 +102,66 @@ def _dkdv_kernel(
         k = k.to(tl.float32)
         v = v.to(tl.float32)
 
+    # Queries [q_lo, q_hi) see some owned key; queries [k_end - 1, full_hi) see all of them.
     q_lo = k_start
     q_hi = doc_end
+    full_hi = doc_end
     if WINDOWED:
         q_hi = tl.minimum(doc_end, k_end - 1 + window)
+        full_hi = tl.minimum(doc_end, k_start + window)
+    n_tiles, first_full, end_full = _split_tiles(q_lo, q_hi, k_end - 1, full_hi, BLOCK_N)
 
     dk = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for g in range(GROUP):
         head = kv_head * GROUP + g
-        for start_q in range(q_lo, q_hi, BLOCK_N):
-            offs_q = start_q + tl.arange(0, BLOCK_N)
-            q_ok = offs_q < q_hi
-            qo_mask = q_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + offs_q[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=qo_mask, other=0.0)
-            do = tl.load(DO + offs_q[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=qo_mask, other=0.0)
-            lse = tl.load(LSE + head * total + offs_q, mask=q_ok, other=0.0)
-            delta = tl.load(DELTA + head * total + offs_q, mask=q_ok, other=0.0)
-            if UPCAST:
-                q = q.to(tl.float32)
-                do = do.to(tl.float32)
-            # Transposed scores [keys, queries]: visible when the query sees the key.
-            if IEEE:
-                qk_t = tl.dot(k, tl.trans(q), input_precision="ieee")
-            else:
-                qk_t = tl.dot(k, tl.trans(q))
-            vis_t = tl.trans(_visible(offs_q, offs_k, k_end, window, WINDOWED)) & q_ok[None, :]
-            p_t = tl.where(vis_t, tl.math.exp2(qk_t * scale_log2 - lse[None, :]), 0.0)
-            if IEEE:
-                dv += tl.dot(p_t.to(do.dtype), do, input_precision="ieee")
-                dp_t = tl.dot(v, tl.trans(do), input_precision="ieee")
-            else:
-                dv += tl.dot(p_t.to(do.dtype), do)
-                dp_t = tl.dot(v, tl.trans(do))
-            ds_t = p_t * (dp_t - delta[None, :])
-            if IEEE:
-                dk += tl.dot(ds_t.to(q.dtype), q, input_precision="ieee")
-            else:
-                dk += tl.dot(ds_t.to(q.dtype), q)
-            if ATOMIC_DQ:
-                if IEEE:
-                    dq = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision="ieee")
-                else:
-                    dq = tl.dot(tl.trans(ds_t).to(k.dtype), k)
-                tl.atomic_add(DQ + offs_q[:, None] * stride_dqt + head * stride_dqh + offs_d[None, :],
-                              dq * scale, mask=qo_mask)
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
+            stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
+            0, tl.minimum(first_full, n_tiles), scale, scale_log2, window,
+            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ)
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
+            stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
+            first_full, end_full, scale, scale_log2, window,
+            BLOCK_N, WINDOWED, False, UPCAST, IEEE, ATOMIC_DQ)
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
+            stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
+            end_full, n_tiles, scale, scale_log2, window,
+            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ)
 
     tl.store(DK + offs_k[:, None] * stride_dkt + kv_head * stride_dkh + offs_d[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + offs_k[:, None] * stride_dvt + kv_head * stride_dvh + offs_d[None, :],
              dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _dq_tiles(
+    dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+    offs_m, row_ok, offs_d, d_ok, lo, hi, first, last, scale_log2, window,
+    BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+):
+    """Accumulate dq of the owned queries over key tiles first..last-1 (aligned at lo), as in the forward pass."""
+    for t in range(first, last):
+        offs_n = lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        if MASKED:
+            kv_mask = n_ok[None, :] & d_ok[:, None]
+        else:
+            kv_mask = d_ok[:, None]
+        kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None], mask=kv_mask, other=0.0)
+        vt = tl.load(V + offs_n[None, :] * stride_vt + kv_head * stride_vh + offs_d[:, None], mask=kv_mask, other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        p = tl.math.exp2(_dot(q, kt, IEEE) * scale_log2 - lse[:, None])
+        if MASKED:
+            p = tl.where(_visible(offs_m, offs_n, hi, window, WINDOWED) & row_ok[:, None], p, 0.0)
+        ds = p * (_dot(do, vt, IEEE) - delta[:, None])
+        dq += _dot(ds.to(kt.dtype), tl.trans(kt), IEEE)
+    return dq
 
 
 @triton.autotune(configs=_configs((32, 64)), key=["HEAD_DIM", "WINDOWED", "BLOCK_M"])
@@ -153,33 +200,22 @@ def _dq_kernel(
         do = do.to(tl.float32)
 
     lo = doc_start
+    full_lo = doc_start
     if WINDOWED:
         lo = tl.maximum(doc_start, q_start - window + 1)
+        full_lo = tl.maximum(doc_start, q_end - window)
     hi = q_end
+    n_tiles, first_full, end_full = _split_tiles(lo, hi, full_lo, q_start + 1, BLOCK_N)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < hi
-        kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
-                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        vt = tl.load(V + offs_n[None, :] * stride_vt + kv_head * stride_vh + offs_d[:, None],
-                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
-        if IEEE:
-            qk = tl.dot(q, kt, input_precision="ieee")
-            dp = tl.dot(do, vt, input_precision="ieee")
-        else:
-            qk = tl.dot(q, kt)
-            dp = tl.dot(do, vt)
-        vis = _visible(offs_m, offs_n, hi, window, WINDOWED) & row_ok[:, None]
-        p = tl.where(vis, tl.math.exp2(qk * scale_log2 - lse[:, None]), 0.0)
-        ds = p * (dp - delta[:, None])
-        if IEEE:
-            dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision="ieee")
-        else:
-            dq += tl.dot(ds.to(kt.dtype), tl.trans(kt))
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+                   offs_m, row_ok, offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,
+                   BLOCK_N, WINDOWED, True, UPCAST, IEEE)
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+                   offs_m, row_ok, offs_d, d_ok, lo, hi, first_full, end_full, scale_log2, window,
+                   BLOCK_N, WINDOWED, False, UPCAST, IEEE)
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+                   offs_m, row_ok, offs_d, d_ok, lo, hi, end_full, n_tiles, scale_log2, window,
+                   BLOCK_N, WINDOWED, True, UPCAST, IEEE)
     tl.store(DQ + offs_m[:, None] * stride_dqt + head * stride_dqh + offs_d[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=qo_mask)
 

@@ -2,7 +2,9 @@
 
 One program per (query tile, query head). The query tile lies inside one document (see `schedule.py`), so
 its keys run from max(doc_start, q_start - window + 1) to the tile's last query: tiles outside the document or
-the window are never loaded. Online softmax in base 2 as in the Triton fused-attention tutorial.
+the window are never loaded, and cost follows the unmasked area. Key tiles seen whole by every query of the
+tile (the interior) skip the mask; only tiles on the causal diagonal or the window's far edge apply it.
+Online softmax in base 2 as in the Triton fused-attention tutorial.
 """
 
 from __future__ import annotations
@@ -39,6 +41,65 @@ def _visible(offs_m, offs_n, key_end, window, WINDOWED: tl.constexpr):
     return vis
 
 
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """fp32 inputs get exact fp32 products (not TF32); fp16/bf16 use the tensor cores with fp32 accumulation."""
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _split_tiles(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
+    """Tiles [lo + t*BLOCK, ...) cover [lo, hi). Tiles t in [first_full, end_full) lie inside [full_lo, full_hi),
+    where every pair of the program's tile is visible, so they skip the mask; the others (t < first_full or
+    t >= end_full) sit on the causal or window edge and apply it. Returns (n_tiles, first_full, end_full)."""
+    n_tiles = (hi - lo + BLOCK - 1) // BLOCK
+    first_full = (full_lo - lo + BLOCK - 1) // BLOCK
+    end_full = tl.maximum(first_full, tl.minimum(n_tiles, (full_hi - lo) // BLOCK))
+    return n_tiles, first_full, end_full
+
+
+@triton.jit
+def _fwd_tiles(
+    acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+    offs_m, row_ok, offs_d, d_ok, lo, hi, first, last, scale_log2, window,
+    BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+):
+    """Online-softmax update over key tiles first..last-1 (aligned at lo); MASKED only for edge tiles."""
+    for t in range(first, last):
+        offs_n = lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        if MASKED:
+            n_ok = offs_n < hi
+            kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
+                         mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+            v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
+                        mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        else:
+            kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
+                         mask=d_ok[:, None], other=0.0)
+            v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
+                        mask=d_ok[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            v = v.to(tl.float32)
+        qk = _dot(q, kt, IEEE) * scale_log2
+        if MASKED:
+            # Rows past the tile's end see every loaded key: finite garbage that is never stored, instead of NaN.
+            vis = _visible(offs_m, offs_n, hi, window, WINDOWED) | ~row_ok[:, None]
+            qk = tl.where(vis, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+        m_i = m_new
+        visits += 1
+    return acc, l_i, m_i, visits
+
+
 @triton.autotune(configs=_configs((64, 128)), key=["HEAD_DIM", "WINDOWED", "BLOCK_M"])
 @triton.jit
 def _fwd_kernel(
@@ -69,43 +130,32 @@ def _fwd_kernel(
     if UPCAST:
         q = q.to(tl.float32)
 
+    # Keys [lo, hi) are those some query of the tile sees; keys [full_lo, full_hi) are seen by all of them.
     lo = doc_start
+    full_lo = doc_start
     if WINDOWED:
         lo = tl.maximum(doc_start, q_start - window + 1)
+        full_lo = tl.maximum(doc_start, q_end - window)
     hi = q_end
+    n_tiles, first_full, end_full = _split_tiles(lo, hi, full_lo, q_start + 1, BLOCK_N)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     visits = 0
-    for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < hi
-        kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
-                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
-                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            v = v.to(tl.float32)
-        if IEEE:
-            qk = tl.dot(q, kt, input_precision="ieee")
-        else:
-            qk = tl.dot(q, kt)
-        # Rows past the tile's end see every loaded key: finite garbage that is never stored, instead of NaN.
-        vis = _visible(offs_m, offs_n, hi, window, WINDOWED) | ~row_ok[:, None]
-        qk = tl.where(vis, qk * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet
-        p = tl.math.exp2(qk - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
-        visits += 1
+    # Edge tiles before the interior (window edge), the interior without masks, edge tiles after (causal edge).
+    acc, l_i, m_i, visits = _fwd_tiles(
+        acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
+        offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,
+        BLOCK_N, WINDOWED, True, UPCAST, IEEE)
+    acc, l_i, m_i, visits = _fwd_tiles(
+        acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
+        offs_d, d_ok, lo, hi, first_full, end_full, scale_log2, window,
+        BLOCK_N, WINDOWED, False, UPCAST, IEEE)
+    acc, l_i, m_i, visits = _fwd_tiles(
+        acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
+        offs_d, d_ok, lo, hi, end_full, n_tiles, scale_log2, window,
+        BLOCK_N, WINDOWED, True, UPCAST, IEEE)
 
     acc = acc / l_i[:, None]
     tl.store(O + offs_m[:, None] * stride_ot + head * stride_oh + offs_d[None, :],

@@ -92,6 +92,36 @@ def _def_line(code):
     return first
 
 
+_QUALNAMES = {}
+
+
+def _qualname_from_source(code):
+    """co_qualname exists from 3.11 on; before, read it off the source's syntax tree (once per file)."""
+    table = _QUALNAMES.get(code.co_filename)
+    if table is None:
+        import ast
+        table = _QUALNAMES[code.co_filename] = {}
+        try:
+            tree = ast.parse("".join(linecache.getlines(code.co_filename)))
+        except (SyntaxError, ValueError):
+            tree = None
+
+        def visit(node, prefix):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    name = prefix + child.name
+                    for line in [child.lineno] + [d.lineno for d in child.decorator_list]:
+                        table[(line, child.name)] = name
+                    inner = name + "." if isinstance(child, ast.ClassDef) else name + ".<locals>."
+                    visit(child, inner)
+                else:
+                    visit(child, prefix)
+
+        if tree is not None:
+            visit(tree, "")
+    return table.get((code.co_firstlineno, code.co_name), code.co_name)
+
+
 class CodeInfo:
     """Everything the recorder needs to know about one traced code object, computed on first use."""
     __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_inert", "_sources", "_lines",
@@ -101,7 +131,7 @@ class CodeInfo:
         self.code = code
         self.path = path
         self.filename = code.co_filename
-        self.qualname = getattr(code, "co_qualname", code.co_name)
+        self.qualname = getattr(code, "co_qualname", None) or _qualname_from_source(code)
         self.def_line = _def_line(code)
         # A function-level episode makes sense for a real function, not a lambda, comprehension or class body.
         self.is_function = bool(code.co_flags & CO_OPTIMIZED) and not code.co_name.startswith("<")

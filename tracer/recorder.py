@@ -21,7 +21,8 @@ import marshal
 import re
 import sys
 import time
-from itertools import repeat
+from itertools import compress, repeat
+from operator import ne
 from dataclasses import dataclass, field
 
 from . import values
@@ -32,6 +33,8 @@ _FRAME_JSON = 105   # the keys and punctuation of one frame's JSON
 _RECORD_JSON = 400  # the rest of a record's JSON: id, origin, stats
 _ATOM, _WITNESS, _DEFAULT = values.ATOM, values.WITNESS, values.DEFAULT
 still_same = values.still_same
+describe = values.describe
+TRUNCATION_MARKER = values.TRUNCATION_MARKER
 
 
 @dataclass
@@ -56,14 +59,25 @@ class TraceStopped(BaseException):
 
 
 class _Scope:
-    __slots__ = ("info", "frame", "eps", "cache", "prev_line", "last", "diff_base", "diff")
+    __slots__ = ("info", "frame", "eps", "prev_line", "last", "diff_base", "diff",
+                 "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch")
 
     def __init__(self, info):
         self.info = info
         self.frame = None
         self.eps = ()           # [(episode, depth in it)]
-        self.cache = {}         # name -> (kind, proof, text)
         self.prev_line = None
+        # What the last snapshot saw, position by position in f_locals order: the change detector's memory.
+        self.layout = None      # all names of f_locals, hidden ones (".0") included
+        self.skip = 0           # how many leading names are hidden
+        self.keep = None        # positions to keep when hidden names are not all leading
+        self.names = ()
+        self.index = {}
+        self.ids = ()           # id() of each value (no reference kept)
+        self.kinds = []         # values.ATOM/WITNESS/DEFAULT/OTHER, None for a name not seen yet
+        self.proofs = []
+        self.texts = []
+        self.watch = []         # positions whose value is not atomic: checked on every snapshot
         self.last = None        # the scope's previous snapshot
         self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
         self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
@@ -193,62 +207,111 @@ class Recorder:
 
     # ---- values -------------------------------------------------------------------------------------------
     def _snapshot(self, scope, after_own_line):
-        """{name: repr text} of the scope's locals now, reusing every repr that provably still holds."""
-        cache = scope.cache
+        """{name: repr text} of the scope's locals now, reusing every repr that provably still holds.
+
+        C-level passes find the locals whose object changed (by id: an atomic value is kept alive by its proof, so
+        its id cannot be reused); only those, and the non-atomic ones, are looked at in Python.
+        """
         inert = None
         if after_own_line:
             stores = scope.info.inert.get(scope.prev_line)
             if stores is not None:
                 inert = stores
+                index, kinds = scope.index, scope.kinds   # as of the last snapshot: before the line ran
                 for name in stores:
-                    entry = cache.get(name)
-                    if entry is not None and entry[0] != _ATOM:  # its old value may die now: __del__ could run
-                        inert = None
+                    i = index.get(name)
+                    if i is not None and kinds[i] is not None and kinds[i] != _ATOM:
+                        inert = None    # the value it replaced may have died, and its __del__ run code
                         break
+        locals_ = scope.frame.f_locals
+        layout = tuple(locals_)
+        vals = tuple(locals_.values())
+        if layout != scope.layout:
+            self._relayout(scope, layout)
+        if scope.skip:
+            vals = vals[scope.skip:]
+        elif scope.keep is not None:
+            vals = tuple(vals[i] for i in scope.keep)
+        names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
+        old_ids = scope.ids
+        ids = tuple(map(id, vals))
+        diff = [UNCHANGED] * len(names)
+        todo = compress(range(len(ids)), map(ne, ids, old_ids))
+        if scope.watch:
+            todo = set(todo)
+            todo.update(scope.watch)
+        regroup = False
         budget = self.budget
-        describe = values.describe
-        cur = {}
-        diff = {}
-        for name, value in scope.frame.f_locals.items():
-            if name[:1] == ".":
+        for i in todo:
+            value = vals[i]
+            kind = kinds[i]
+            t = type(value)
+            if t is int or t is float or t is bool or value is None:   # the common case, inlined
+                try:
+                    text = repr(value)
+                except ValueError:      # an int over sys.int_max_str_digits
+                    text = describe(value, budget)[0]
+                if len(text) > budget:
+                    text = text[:budget] + TRUNCATION_MARKER
+                if text != texts[i]:
+                    diff[i] = text
+                    texts[i] = text
+                if kind != _ATOM:
+                    regroup = True
+                kinds[i] = _ATOM
+                proofs[i] = value
                 continue
-            entry = cache.get(name)
-            if entry is not None:
-                kind, proof, text = entry
-                if kind == _ATOM:
-                    if proof is value:
-                        cur[name] = text
-                        diff[name] = UNCHANGED
-                        continue
-                elif inert is not None and name not in inert:
-                    cur[name] = text
-                    diff[name] = UNCHANGED
+            if kind is not None and kind != _ATOM:
+                if inert is not None:   # an inert line ran, and it stored no non-atomic name (checked above)
                     continue
-                elif kind == _WITNESS:
-                    if still_same(value, proof):
-                        cur[name] = text
-                        diff[name] = UNCHANGED
+                if kind == _WITNESS:
+                    if still_same(value, proofs[i]):
                         continue
                 elif kind == _DEFAULT:
-                    if proof.holds(value):
-                        cur[name] = text
-                        diff[name] = UNCHANGED
+                    if proofs[i].holds(value):
                         continue
-                new, kind, proof = describe(value, budget)
-                diff[name] = UNCHANGED if new == text else new
-            else:
-                new, kind, proof = describe(value, budget)
-                diff[name] = new
-            cache[name] = (kind, proof, new)
-            cur[name] = new
-        value = proof = None
-        if len(cache) != len(cur):
-            for name in [n for n in cache if n not in cur]:
-                del cache[name]
+            text, new_kind, proofs[i] = describe(value, budget)
+            if text != texts[i]:
+                diff[i] = text
+                texts[i] = text
+            if (new_kind == _ATOM) != (kind == _ATOM):
+                regroup = True
+            kinds[i] = new_kind
+        value = None
+        if regroup:
+            scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
+        scope.ids = ids
+        cur = dict(zip(names, texts))
         scope.diff_base = scope.last
-        scope.diff = diff
+        scope.diff = dict(zip(names, diff))
         scope.last = cur
         return cur
+
+    @staticmethod
+    def _relayout(scope, layout):
+        """The set or order of local names changed: carry what is known over to the new positions."""
+        scope.layout = layout
+        skip = 0
+        while skip < len(layout) and layout[skip][:1] == ".":
+            skip += 1
+        keep = [i for i in range(skip, len(layout)) if layout[i][:1] != "."]
+        scope.skip, scope.keep = skip, None
+        if len(keep) != len(layout) - skip:
+            scope.skip, scope.keep = 0, keep
+        names = tuple(layout[i] for i in keep)
+        old = scope.index
+        kinds, proofs, texts, ids = [], [], [], []
+        for name in names:
+            i = old.get(name)
+            if i is None:
+                kinds.append(None), proofs.append(None), texts.append(None), ids.append(0)
+            else:
+                kinds.append(scope.kinds[i]), proofs.append(scope.proofs[i]), texts.append(scope.texts[i])
+                ids.append(scope.ids[i])
+        scope.names = names
+        scope.index = {name: i for i, name in enumerate(names)}
+        scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, tuple(ids)
+        scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
 
     # ---- episodes -----------------------------------------------------------------------------------------
     def _new_episode(self, scope, kind):

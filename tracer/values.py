@@ -15,7 +15,7 @@ The change detector (tracer/recorder.py) needs two facts about a value, both ans
 import signal
 import threading
 import time
-from itertools import chain
+from itertools import chain, islice
 from operator import is_
 
 TRUNCATION_MARKER = "...<cut>"
@@ -78,7 +78,13 @@ def placeholder(value, why):
 
 
 def _user_repr(value):
-    """repr() of an arbitrary object, guarded: a placeholder instead of an exception, an endless recursion or a hang.
+    """repr() of an arbitrary object, guarded: a placeholder instead of an exception, an endless recursion or a hang."""
+    text, why = guarded_repr(value)
+    return placeholder(value, why) if text is None else text
+
+
+def guarded_repr(value):
+    """(repr(value), None), or (None, why) when it raised or ran past REPR_TIMEOUT_S.
 
     The hang guard is SIGALRM (main thread only); a timer the program had running is put back afterwards.
     """
@@ -104,10 +110,10 @@ def _user_repr(value):
                     left = old_timer[0] - (time.perf_counter() - started)
                     signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), old_timer[1])
     except _ReprTimeout:
-        return placeholder(value, "repr timed out")
+        return None, "repr timed out"
     except Exception as e:  # RecursionError, anything the user's __repr__ raises
-        return placeholder(value, f"repr raised {type(e).__name__}")
-    return text
+        return None, f"repr raised {type(e).__name__}"
+    return text, None
 
 
 _ALARM_OK = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
@@ -208,6 +214,15 @@ class _Walk:
         if key in self.active:  # what repr prints for a container inside itself
             self.ok = False
             return self.emit("[...]" if t is list else "{...}" if t is dict else "(...)" if t is tuple else "...")
+        if t is list or t is tuple or t is dict:
+            flat = _flat_repr(v, t, self.limit - self.size)
+            if flat is not None:
+                text, items, need, exact = flat
+                if self.ok:
+                    w = _Witness(t)
+                    w.items, w.need, w.exact = items, need, exact
+                    self._note(w)
+                return self.emit(text)
         w = None
         if self.ok:
             w = _Witness(t)
@@ -258,6 +273,35 @@ class _Walk:
 
 
 _BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}
+_NUMBERS = frozenset({int, float, bool, type(None), complex})
+
+
+def _flat_repr(v, t, room):
+    """A list/tuple/dict of numbers (or of short strs) rendered by C's repr, as far as `room` characters need:
+    (text, witness items, need, exact), or None when the container is not that simple."""
+    n = len(v)
+    if t is dict:
+        k = room // 6 + 2                   # an item is at least "1: 2, "
+        head = v if n <= k else dict(islice(v.items(), k))
+        parts = (head.keys(), head.values())
+    else:
+        k = room // 3 + 2                   # an element is at least "1, "
+        head = v if n <= k else v[:k]
+        parts = (head,)
+    for part in parts:
+        kinds = set(map(type, part))
+        if not kinds <= _NUMBERS and not (kinds == _STR_ONLY and sum(map(len, part)) <= 4 * room + 64):
+            return None
+    try:
+        text = repr(head)
+    except ValueError:   # an int too long to print: the walk makes its placeholder
+        return None
+    items = tuple(chain.from_iterable(head.items())) if t is dict else tuple(head)
+    # Cut short, the text is longer than `room` (k elements need more), so what follows never shows.
+    return (text, items, n, True) if n <= k else (text, items, k, False)
+
+
+_STR_ONLY = frozenset({str})
 
 
 def still_same(value, w):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 from cwm.data.shards import record_key
@@ -255,6 +255,3 @@ def run_episode(task: Task, policy, open_sandbox: Callable[[Task], Sandbox],
     record["id"] = record_key({"task": task.id, "policy": record["policy"], "messages": messages})
     return record
 
-
-def config_dict(cfg: EpisodeConfig) -> dict:
-    return asdict(cfg)

@@ -15,10 +15,13 @@ import json
 import sys
 import threading
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from cwm.forager import images
 from cwm.forager.agent import EpisodeConfig
 from cwm.forager.sandbox import SandboxError, SandboxLimits, open_sandbox, sweep_containers
-from cwm.forager.tasks import TaskError, generate_issue_fix, generate_mutate_fix, load_tasks, write_tasks
+from cwm.forager.tasks import KINDS, TaskError, generate_issue_fix, generate_mutate_fix, load_tasks, write_tasks
 
 
 def _limits(args) -> SandboxLimits:
@@ -50,11 +53,12 @@ def cmd_tasks(args) -> int:
         info = images.ImageInfo(repo=args.image, test_command=[], passing=sorted(run.passed))
         new_sandbox = lambda: open_sandbox("local", source=args.repo, limits=_limits(args))  # noqa: E731
     if args.kind == "mutate-fix":
-        def progress(accepted: int, tried: int) -> None:
-            print(f"\rtasks: {accepted}/{args.n} accepted, {tried} mutations tried", end="", file=sys.stderr)
-        tasks = generate_mutate_fix(args.image, info.repo, info.commit, info.passing, args.n, seed=args.seed,
-                                    open_sandbox=new_sandbox, workers=args.workers, progress=progress)
-        print(file=sys.stderr)
+        with Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[tried]} mutations tried"), console=Console(stderr=True)) as bar:
+            job = bar.add_task("tasks", total=args.n, tried=0)
+            tasks = generate_mutate_fix(
+                args.image, info.repo, info.commit, info.passing, args.n, seed=args.seed, open_sandbox=new_sandbox,
+                workers=args.workers, progress=lambda accepted, tried: bar.update(job, completed=accepted, tried=tried))
     else:
         if not args.repo:
             raise TaskError("--kind issue-fix needs --repo DIR: the git repository whose history is mined")
@@ -88,7 +92,7 @@ def cmd_collect(args) -> int:
     else:
         make_policy(args.policy, **kw)  # fail on bad arguments before any episode starts
         new_policy = lambda: make_policy(args.policy, **kw)  # noqa: E731
-    cfg = CollectConfig(workers=args.workers, episode=EpisodeConfig(
+    cfg = CollectConfig(workers=args.workers, shard_samples=args.shard_samples, episode=EpisodeConfig(
         max_turns=args.max_turns, max_tokens=args.max_tokens, wall_s=args.wall_s, bash_timeout_s=args.bash_timeout))
     summary = collect(tasks, new_policy, new_sandbox, args.output, cfg, show_progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tasks", help="generate validated tasks from a repository image")
     t.add_argument("image")
-    t.add_argument("--kind", choices=("mutate-fix", "issue-fix"), default="mutate-fix")
+    t.add_argument("--kind", choices=KINDS, default="mutate-fix")
     t.add_argument("-n", type=int, default=10)
     t.add_argument("-o", "--output", required=True)
     t.add_argument("--seed", type=int, default=0)
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", type=int, default=65536)
     c.add_argument("--wall-s", type=float, default=1800.0)
     c.add_argument("--bash-timeout", type=float, default=120.0)
+    c.add_argument("--shard-samples", type=int, default=1000, help="episodes per shard (the unit of resume)")
     c.add_argument("--quiet", action="store_true")
     sandbox_args(c)
     s = sub.add_parser("sweep", help="remove leftover cwm-forager containers")

@@ -54,7 +54,8 @@ class BaseRecipe:
     packages: tuple[str, ...] = ("python3", "python3-venv", "python3-pip", "git", "ca-certificates")
     mirror: str = "http://deb.debian.org/debian"
     user: str = "agent"
-    revision: int = 1  # bump when the post-bootstrap steps below change
+    venv_packages: tuple[str, ...] = ("pytest",)   # preinstalled in VENV: saves ~30 s per repository build
+    revision: int = 2  # bump when the post-bootstrap steps below change
 
     @property
     def digest(self) -> str:
@@ -128,6 +129,7 @@ def _bootstrap_tarball(recipe: BaseRecipe, tarball: Path, log: Callable[[str], N
         if proc.returncode != 0:
             raise ImageError(f"debootstrap failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-800:]}")
         _add_user(root, recipe.user)
+        _make_venv(root, recipe.venv_packages)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (root / junk).glob("*"):
                 if p.is_file():
@@ -136,6 +138,22 @@ def _bootstrap_tarball(recipe: BaseRecipe, tarball: Path, log: Callable[[str], N
         subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
         os.replace(partial, tarball)
         log(f"bootstrapped in {time.monotonic() - t0:.0f}s -> {tarball} ({tarball.stat().st_size >> 20} MiB)")
+
+
+def _make_venv(root: Path, packages: tuple[str, ...]) -> None:
+    """The venv repositories are installed into, with the test runner already in it (chroot, host network)."""
+    env, ca_tar = _pip_passthrough()
+    if ca_tar:
+        with tarfile.open(fileobj=io.BytesIO(ca_tar)) as tf:
+            tf.extractall(root, filter="data")
+    env = {**env, "PATH": PATH, "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    cmd = f"python3 -m venv {VENV} && {VENV}/bin/pip install -q {' '.join(packages)}"
+    proc = subprocess.run(["chroot", str(root), "bash", "-c", cmd], env=env, capture_output=True, text=True)
+    (root / BUILD_CA.lstrip("/")).unlink(missing_ok=True)
+    shutil.rmtree(root / "root/.cache", ignore_errors=True)
+    if proc.returncode != 0:
+        raise ImageError(f"installing {' '.join(packages)} into the base image failed: {proc.stderr[-800:]}")
 
 
 def _add_user(root: Path, name: str) -> None:
@@ -180,7 +198,7 @@ def _install_script(extras: tuple[str, ...] = ("test", "tests", "testing")) -> s
             "requirements/test.txt", "requirements/tests.txt", "tests/requirements.txt", "requirements-dev.txt"]
     try_extras = " || ".join(f"pip install -q -e '.[{e}]' 2>/dev/null" for e in extras)
     return f"""set -e
-python3 -m venv {VENV}
+[ -x {VENV}/bin/python ] || python3 -m venv {VENV}
 export PATH={PATH} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 pip install -q pytest
 cd {REPO_DIR}

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -76,7 +78,7 @@ class Sandbox:
     isolation = "none"
     limits: SandboxLimits
 
-    def exec(self, command: str, timeout_s: float = 120.0, *, root: bool = False) -> ExecResult:
+    def exec(self, command: str, timeout_s: float = 120.0) -> ExecResult:
         raise NotImplementedError
 
     def read_file(self, path: str) -> str | None:
@@ -84,14 +86,14 @@ class Sandbox:
         r = self.exec(f"cat -- {shlex.quote(path)}", 30)
         return r.output if r.exit_code == 0 else None
 
-    def write_file(self, path: str, content: str, *, root: bool = False) -> str | None:
+    def write_file(self, path: str, content: str) -> str | None:
         """Write `content` (creating parent folders); None on success, else the error text."""
         data = base64.b64encode(content.encode()).decode()
         q = shlex.quote(path)
         first = f"mkdir -p -- \"$(dirname -- {q})\" && : > {q}"
         chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
         for cmd in [first] + [f"printf %s {c} | base64 -d >> {q}" for c in chunks]:
-            r = self.exec(cmd, 30, root=root)
+            r = self.exec(cmd, 30)
             if r.exit_code != 0:
                 return r.output.strip() or f"exit code {r.exit_code}"
         return None
@@ -166,13 +168,13 @@ class DockerSandbox(Sandbox):
             self.close()
             raise
 
-    def exec(self, command: str, timeout_s: float = 120.0, *, root: bool = False) -> ExecResult:
+    def exec(self, command: str, timeout_s: float = 120.0) -> ExecResult:
         # `timeout` inside kills the command's process group; the watchdog on this side kills everything else
         # (processes that left the group with setsid, or kept our stdout open) when the command outlives it.
         t0 = time.monotonic()
         argv = ["bash", "-c", ACTION.format(timeout=f"{max(timeout_s, 0.1):.3f}"), "cwm-action", command]
         try:
-            exec_id = self.api.exec_create(self.container.id, argv, user="root" if root else "agent",
+            exec_id = self.api.exec_create(self.container.id, argv, user="agent",
                                            workdir=REPO, environment=AGENT_ENV)["Id"]
             stream = self.api.exec_start(exec_id, stream=True)
         except Exception as exc:  # noqa: BLE001 - the engine or container is gone
@@ -315,7 +317,7 @@ class LocalSandbox(Sandbox):
             plugin_dir.mkdir()
             shutil.copy(Path(testrun.__file__).with_name(f"{testrun.PLUGIN_MODULE}.py"), plugin_dir)
             (self.workdir / "home").mkdir()
-            self.python_bin = str(Path(python or shutil.which("python3")).parent)
+            self.python_bin = str(Path(python or sys.executable).parent)  # its python must have pytest
             self.bwrap = shutil.which("bwrap") if bubblewrap is not False else None
             if bubblewrap and not self.bwrap:
                 raise SandboxError("bubblewrap requested but `bwrap` is not installed (apt-get install bubblewrap)")
@@ -330,19 +332,16 @@ class LocalSandbox(Sandbox):
             self.close()
             raise
 
-    def _argv(self, command: str, root: bool) -> list[str]:
+    def _argv(self, command: str) -> list[str]:
         shell = ["bash", "-c", command]
-        # Without bubblewrap, root drops to `nobody`: the host filesystem is then protected by permissions only.
-        drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if self.drop_to and not root else []
-        if self.bwrap:  # bubblewrap maps the agent to uid 1000 in a user namespace over read-only host mounts
-            drop = []
-        if self.bwrap:
+        if self.bwrap:  # the agent is uid 1000 in a user namespace, over read-only host mounts, no capabilities
             w = str(self.workdir)
-            uid = [] if root else ["--unshare-user", "--uid", str(images.AGENT_UID), "--gid", str(images.AGENT_UID)]
-            return [*drop, self.bwrap, *_host_binds(), "--dev", "/dev", "--proc", "/proc",
-                    "--tmpfs", "/tmp", "--bind", f"{w}/repo", REPO, "--ro-bind", f"{w}/cwm", testrun.PLUGIN_DIR,
-                    "--chdir", REPO, "--unshare-all", "--die-with-parent",
-                    "--new-session", "--cap-drop", "ALL", *uid, *shell]
+            return [self.bwrap, *_host_binds(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                    "--bind", f"{w}/repo", REPO, "--ro-bind", f"{w}/cwm", testrun.PLUGIN_DIR, "--chdir", REPO,
+                    "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                    "--unshare-user", "--uid", str(images.AGENT_UID), "--gid", str(images.AGENT_UID), *shell]
+        # Without bubblewrap, root drops to `nobody`: the host filesystem is then protected by permissions only.
+        drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if self.drop_to else []
         return [*drop, *shell]
 
     def _env(self) -> dict[str, str]:
@@ -350,12 +349,13 @@ class LocalSandbox(Sandbox):
         env["HOME"] = "/tmp" if self.bwrap else str(self.workdir / "home")
         return env
 
-    def exec(self, command: str, timeout_s: float = 120.0, *, root: bool = False) -> ExecResult:
+    def exec(self, command: str, timeout_s: float = 120.0) -> ExecResult:
         if not self.bwrap:  # paths in commands name /repo and /opt/cwm as in Docker: map them onto the copy
-            command = command.replace(testrun.PLUGIN_DIR, str(self.workdir / "cwm")).replace(REPO, str(self.repo))
+            command = re.sub(r"(?<![\w.-])/repo(?![\w.-])", str(self.repo),
+                             command.replace(testrun.PLUGIN_DIR, str(self.workdir / "cwm")))
         t0 = time.monotonic()
         with tempfile.TemporaryFile() as out:
-            proc = self.jail.popen(self._argv(command, root), cwd=self.repo, env=self._env(), stdout=out,
+            proc = self.jail.popen(self._argv(command), cwd=self.repo, env=self._env(), stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:
                 proc.wait(timeout=timeout_s)

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from cwm.data.shards import record_key
 from cwm.forager import mutate
-from cwm.forager.sandbox import Sandbox
+from cwm.forager.sandbox import Sandbox, SandboxError
 from cwm.forager.testrun import TestRun
 
 KINDS = ("mutate-fix", "issue-fix")
@@ -148,7 +148,8 @@ def validate_mutation(sandbox: Sandbox, m: mutate.Mutation, original: str, passi
     try:
         run = sandbox.run_tests(timeout_s=timeout_s)
     finally:
-        sandbox.write_file(m.path, original)
+        if sandbox.write_file(m.path, original):
+            raise SandboxError(f"could not restore {m.path} after trying a mutation")
     if not run.ran:
         return None
     f2p = sorted(t for t in passing if run.outcomes.get(t) != "passed")
@@ -181,10 +182,13 @@ def generate_mutate_fix(image: str, repo: str, commit: str | None, passing: list
             sb = pool.pop() if pool else None
         sb = sb or open_sandbox()
         try:
-            return validate_mutation(sb, m, files[m.path], passing_set, timeout_s)
-        finally:
-            with lock:
-                pool.append(sb)
+            result = validate_mutation(sb, m, files[m.path], passing_set, timeout_s)
+        except SandboxError:  # this sandbox is in an unknown state: drop it, count the mutation as rejected
+            sb.close()
+            return None
+        with lock:
+            pool.append(sb)
+        return result
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as ex:

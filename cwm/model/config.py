@@ -5,6 +5,7 @@ DESIGN.md §7) and only scales it; `cwm-32b` is the published shape.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 PRESETS: dict[str, dict] = {
@@ -37,11 +38,12 @@ def build_config(tokenizer, *, preset: str = "tiny", config_file: str | None = N
         return fit
 
     if config_file:
+        # A file gives the shape; what it leaves out is fitted here, not taken from CwmConfig's 32B defaults.
         path = Path(config_file)
-        config = CwmConfig.from_pretrained(str(path)) if path.is_dir() else CwmConfig.from_json_file(str(path))
-        for name, value in fitted(config.vocab_size, config.max_position_embeddings).items():
-            setattr(config, name, value)
-        return config
+        given = json.loads((path / "config.json" if path.is_dir() else path).read_text())
+        shape = {k: v for k, v in given.items() if k in CwmConfig.__dataclass_fields__ and k not in ("model_type", "architectures")}
+        fit = fitted(shape.pop("vocab_size", 0), shape.pop("max_position_embeddings", 0))
+        return CwmConfig(**{**shape, **fit})
     if preset not in PRESETS:
         raise ValueError(f"model preset '{preset}' unknown; use one of {', '.join(PRESETS)} or --model.config FILE")
     shape = dict(PRESETS[preset])

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cwm.rl.generate import SamplingConfig
+from cwm.train import OptimConfig
 from cwm.rl.grpo import GRPOConfig
 from cwm.rl.rollout import RolloutConfig
 
@@ -29,15 +30,6 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the key and what to do."""
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
 
 
 @dataclass
@@ -50,6 +42,7 @@ class EnvSpec:
     timeout_s: float = 10.0          # codegen: per check; swe: per command (CWM: 120)
     memory_mb: int = 512             # codegen: per check
     max_steps: int = 128             # swe: tool calls per episode (CWM: 128 turns)
+    required: bool = True            # false: when the env cannot be set up (no Docker, no tasks) skip it, saying why
 
 
 @dataclass
@@ -73,7 +66,9 @@ class RLRecipe:
     micro_batch_tokens: int = 16384
     checkpoint_every: int = 50
     bf16: bool | None = None         # None: on CUDA
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    cpu_threads: int | None = None   # torch intra-op threads on CPU (1 on a shared machine)
+    # mid-training's optimizer settings, with RL's defaults: a small constant learning rate
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0, min_lr_ratio=1.0))
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -106,7 +101,7 @@ def load_recipe(name: str, overrides: list[str] = ()) -> RLRecipe:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
-    recipe = _build(RLRecipe, raw, f"recipe {path}")
+    recipe = _build(RLRecipe, raw, f"recipe {path}", RLRecipe())
     if not recipe.envs:
         raise RecipeError(f"recipe {path}: no envs; add e.g. `envs: [{{kind: output_prediction, shards: DIR}}]`")
     for env in recipe.envs:
@@ -115,7 +110,9 @@ def load_recipe(name: str, overrides: list[str] = ()) -> RLRecipe:
     return recipe
 
 
-def _build(cls, raw, where: str):
+def _build(cls, raw, where: str, base=None):
+    """`cls` from a mapping; fields the mapping leaves out keep their value in `base` (the enclosing default), so
+    `optim: {lr: 1e-5}` keeps RL's other optimizer defaults rather than the dataclass's own."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -125,9 +122,12 @@ def _build(cls, raw, where: str):
         raise RecipeError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in raw.items():
-        kwargs[key] = _convert(hints[key], value, f"{where}: {key}")
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, f"{where}: {key}", getattr(base, key, None))
+        else:
+            kwargs[key] = _convert(hints[key], value, f"{where}: {key}")
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except TypeError as e:
         raise RecipeError(f"{where}: {e}") from None
 

@@ -10,7 +10,8 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from cwm.data.special_tokens import EOT, chat_header
+from cwm.data.special_tokens import EOT
+from cwm.forager.render import prompt_text
 from cwm.rl.env import FAIL, Env, EnvFactory, Message
 from cwm.rl.generate import Generator, Sample, SamplingConfig
 
@@ -43,7 +44,7 @@ class Trajectory:
 
 
 class ChatFormat:
-    """Llama-3 style chat turns (cwm/data/special_tokens.py), the layout mid-training rendered trajectories in."""
+    """Llama-3 style chat turns rendered by the forager's `prompt_text`: the layout mid-training saw trajectories in."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -55,8 +56,7 @@ class ChatFormat:
 
         first: prepend BOS (the start of the document). close_turn: the previous assistant turn was cut at the
         token limit, so end it before the next message."""
-        text = (EOT if close_turn else "") + "".join(
-            chat_header(m["role"]) + m["content"] + EOT for m in messages) + chat_header("assistant")
+        text = (EOT if close_turn else "") + prompt_text(messages)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return ([self.tokenizer.bos_token_id] if first else []) + ids
 

@@ -31,29 +31,41 @@ from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
 
 
-def build_envs(specs: list[EnvSpec]) -> list[EnvFactory]:
-    factories = []
+def build_envs(specs: list[EnvSpec], say=print) -> tuple[list[EnvFactory], list[float]]:
+    """The environment families of a recipe and their weights; an optional one that cannot be set up is left
+    out with a printed reason."""
+    factories, weights = [], []
     for spec in specs:
-        if spec.kind == "output_prediction":
-            from cwm.rl.envs.output_prediction import OutputPredictionTasks, tasks_from_shards
+        try:
+            factories.append(_build_env(spec))
+            weights.append(spec.weight)
+        except (RecipeError, ValueError, OSError) as e:
+            if spec.required:
+                raise
+            say(f"cwm-rl: SKIPPED env {spec.kind}: {e}")
+    if not factories:
+        raise RecipeError("no environment could be set up (see the SKIPPED lines above)")
+    return factories, weights
 
-            if not spec.shards:
-                raise RecipeError("env output_prediction: set `shards:` to a trace shard directory (cwm-trace -o DIR)")
-            factories.append(OutputPredictionTasks(tasks_from_shards(spec.shards, limit=spec.limit)))
-        elif spec.kind == "codegen":
-            from cwm.jail import Limits
-            from cwm.rl.envs.codegen import CodeGenTasks, load_tasks
 
-            if not spec.tasks:
-                raise RecipeError("env codegen: set `tasks:` to a .jsonl file of {id, prompt, entry, tests}")
-            tasks = load_tasks(spec.tasks)[:spec.limit]
-            factories.append(CodeGenTasks(tasks, Limits(timeout_s=spec.timeout_s, memory_mb=spec.memory_mb,
-                                                         max_procs=32)))
-        else:
-            from cwm.rl.envs.swe import SWETasks
+def _build_env(spec: EnvSpec) -> EnvFactory:
+    if spec.kind == "output_prediction":
+        from cwm.rl.envs.output_prediction import OutputPredictionTasks, tasks_from_shards
 
-            factories.append(SWETasks.from_spec(spec))
-    return factories
+        if not spec.shards:
+            raise RecipeError("env output_prediction: set `shards:` to a trace shard directory (cwm-trace -o DIR)")
+        return OutputPredictionTasks(tasks_from_shards(spec.shards, limit=spec.limit))
+    if spec.kind == "codegen":
+        from cwm.jail import Limits
+        from cwm.rl.envs.codegen import CodeGenTasks, load_tasks
+
+        if not spec.tasks:
+            raise RecipeError("env codegen: set `tasks:` to a .jsonl file of {id, prompt, entry, tests}")
+        return CodeGenTasks(load_tasks(spec.tasks)[:spec.limit],
+                            Limits(timeout_s=spec.timeout_s, memory_mb=spec.memory_mb, max_procs=32))
+    from cwm.rl.envs.swe import SWETasks
+
+    return SWETasks.from_spec(spec)
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -68,13 +80,6 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
-
-
-class _Schedule(torch.optim.lr_scheduler.LambdaLR):
-    """Linear warmup, then constant (RL runs are short and the learning rate small)."""
-
-    def __init__(self, optimizer, warmup_steps: int):
-        super().__init__(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
 
 
 def _gather(obj):
@@ -94,21 +99,25 @@ def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]
         m[f"pass_rate/{name}"] = sum(r["passed"] for r in mine) / len(mine)
         m[f"mean_reward/{name}"] = sum(r["reward"] for r in mine) / len(mine)
     m["response_len"] = sum(r["response_tokens"] for r in rows) / n
+    sampled = sum(r["response_tokens"] for r in rows)
+    # -mean log-prob of the sampled tokens: a Monte Carlo estimate of the sampling policy's entropy, every step
+    m["sample_entropy"] = -sum(r["logprob_sum"] for r in rows) / sampled if sampled else None
     m["turns"] = sum(r["turns"] for r in rows) / n
     m["staleness"] = sum(r["staleness"] for r in rows) / n
     m["staleness_max"] = max((r["staleness"] for r in rows), default=0)
     tokens = totals["tokens"]
     m["clip_frac"] = totals["clipped_tokens"] / tokens if tokens else 0.0
-    m["entropy"] = totals["entropy_sum"] / tokens if tokens else None
+    m["entropy"] = totals["entropy_sum"] / tokens if tokens else None  # exact, over the trained tokens
     m["trained_tokens"] = tokens
-    for key in ("trained_trajectories", "skipped_groups", "dropped_stale", "loss"):
+    for key in ("trained_trajectories", "skipped_groups", "dropped_stale", "sandbox_errors", "loss"):
         m[key] = totals[key]
     return m
 
 
 def _row(t: Trajectory, version: int) -> dict:
     return {"env": t.env, "reward": t.reward, "passed": t.passed, "response_tokens": t.response_tokens,
-            "turns": t.turns, "staleness": version - t.version}
+            "turns": t.turns, "staleness": version - t.version,
+            "logprob_sum": sum(lp for lp, m in zip(t.logprobs, t.mask) if m)}
 
 
 def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
@@ -118,8 +127,11 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     from cwm.data.tokenizer import load_tokenizer
     from cwm.model import checkpoint
     from cwm.model.parallelize import parallelize
+    from cwm.train import build_optimizer, lr_lambda
 
     rank, world, device = init_distributed()
+    if device.type == "cpu" and recipe.cpu_threads:
+        torch.set_num_threads(recipe.cpu_threads)
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed + rank)
     if not Path(recipe.init, "config.json").exists():
@@ -156,10 +168,10 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
 
         mesh = init_device_mesh(device.type, (world,))
     model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=False, compile=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.optim.lr, betas=tuple(recipe.optim.betas),
-                                  weight_decay=recipe.optim.weight_decay)
-    scheduler = _Schedule(optimizer, recipe.optim.warmup_steps)
-    sampler = TaskSampler(build_envs(recipe.envs), [e.weight for e in recipe.envs], seed=recipe.seed + rank)
+    optimizer = build_optimizer(model, recipe.optim, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.optim, recipe.steps))
+    factories, weights = build_envs(recipe.envs, say=print if rank == 0 else (lambda *a: None))
+    sampler = TaskSampler(factories, weights, seed=recipe.seed + rank)
 
     start = 0
     last = checkpoint.latest(out / "checkpoints")
@@ -186,14 +198,15 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             t0 = time.monotonic()
             fresh, stale = producer.get(learner_version=step)
             t1 = time.monotonic()
-            batch = select(fresh, recipe.grpo)
+            broken = [t for t in fresh if t.info.get("outcome") == "sandbox_error"]  # not the policy's doing
+            batch = select([t for t in fresh if t.info.get("outcome") != "sandbox_error"], recipe.grpo)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and mesh is None):
                 totals = backward_batch(model, batch, recipe.grpo, pad_id=tokenizer.pad_token_id,
                                         temperature=temperature, micro_batch_tokens=recipe.micro_batch_tokens,
                                         ref_model=ref_model)
             totals.update(trained_trajectories=len(batch.trajectories), skipped_groups=batch.skipped_groups,
-                          dropped_stale=len(stale))
+                          dropped_stale=len(stale), sandbox_errors=len(broken))
             rows = [_row(t, step) for t in fresh + stale]
             gathered = _gather((rows, totals))
             rows = [r for rs, _ in gathered for r in rs]
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         train(recipe)
-    except (RecipeError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # RecipeError, a bad task file, a missing folder: one line, exit 2
         print(f"cwm-rl: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

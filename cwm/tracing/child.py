@@ -11,14 +11,14 @@ import os
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import tracer.format
 from cwm.jail import Limits, run_jailed
 
-from .target import TargetPython
-from .units import Unit, child_env
+from .target import TargetPython, child_env
+from .units import Unit
 
 SCHEMA = "cwm.trace/1"
 
@@ -37,11 +37,11 @@ class TraceOptions:
     memory_mb: int | None = 2048
     max_procs: int | None = 256
 
-    @property
-    def limits(self) -> Limits:
-        """The hard limit leaves the tracer room to start, stop itself at timeout_s and flush its records."""
+    def limits(self, writable: Path) -> Limits:
+        """The hard limit leaves the tracer room to start, stop itself at timeout_s and flush its records; the
+        child may write only under `writable` (its work dir, HOME and records file)."""
         return Limits(timeout_s=self.timeout_s + max(3.0, 0.25 * self.timeout_s), memory_mb=self.memory_mb,
-                      max_procs=self.max_procs)
+                      max_procs=self.max_procs, writable=(str(writable),))
 
     def job(self, origin: dict) -> dict:
         return {"include": list(self.include), "exclude": list(self.exclude), "depth": self.depth,
@@ -57,8 +57,7 @@ class UnitResult:
     status: str                # passed|failed|skipped|error (tests), returned|raised (functions), timeout|crashed
     wall_s: float
     isolation: str
-    detail: str = ""           # why the child died: the last line it printed to stderr
-    extra: dict = field(default_factory=dict)
+    detail: str = ""           # why the child died: signal or exit code, and its last word on stderr
 
     def log_line(self) -> dict:
         """One line of the run log (units.jsonl)."""
@@ -76,9 +75,9 @@ def stage_tracer(dest: Path) -> Path:
 
 
 def run_unit(unit: Unit, *, target: TargetPython, tracer_path: Path, root: Path | None, options: TraceOptions,
-             origin: dict) -> UnitResult:
-    """Trace one unit in a fresh jail with its own temporary HOME and working directory."""
-    with tempfile.TemporaryDirectory(prefix="cwm-unit-") as tmp:
+             origin: dict, scratch: Path | None = None) -> UnitResult:
+    """Trace one unit in a fresh jail with its own temporary HOME and working directory (under `scratch`)."""
+    with tempfile.TemporaryDirectory(prefix="unit-", dir=scratch) as tmp:
         tmp = Path(tmp)
         work, home, out = tmp / "work", tmp / "home", tmp / "records.jsonl"
         work.mkdir()
@@ -86,7 +85,7 @@ def run_unit(unit: Unit, *, target: TargetPython, tracer_path: Path, root: Path 
         job = {**options.job(origin), **unit.job, "root": str(root or work), "out": str(out)}
         (tmp / "job.json").write_text(json.dumps(job))
         result = run_jailed([target.executable, "-m", "tracer", "run", str(tmp / "job.json")], cwd=work,
-                            limits=options.limits,
+                            limits=options.limits(writable=tmp),
                             env=child_env(target, home=str(home), pythonpath=_pythonpath(tracer_path, root)))
         records, status = read_child_output(out)
     detail = ""
@@ -94,6 +93,8 @@ def run_unit(unit: Unit, *, target: TargetPython, tracer_path: Path, root: Path 
         status = "timeout" if result.timed_out else "crashed"
         detail = _death_reason(result.returncode, result.stderr)
         records.append(dead_child_record(unit, target, origin, status, result.wall_s))
+    elif status == "error":   # the test did not even run (collection, setup): pytest printed why
+        detail = _last_words(result.stdout + "\n" + result.stderr)
     return UnitResult(unit, records, status, result.wall_s, result.isolation, detail)
 
 
@@ -135,12 +136,18 @@ def dead_child_record(unit: Unit, target: TargetPython, origin: dict, outcome: s
 
 def _death_reason(returncode: int, stderr: str) -> str:
     """"killed by SIGSEGV: Fatal Python error: Segmentation fault" - the signal or exit code, and the child's own
-    last word on it (a fatal-error or exception line when it printed one)."""
+    last word on it."""
     try:
         how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
     except ValueError:
         how = f"exit code {returncode}"
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    telling = [line for line in lines if line.startswith("Fatal Python error") or "Error" in line.split(":")[0]]
-    said = (telling or lines or [""])[-1][:300]
+    said = _last_words(stderr)
     return f"{how}: {said}" if said else how
+
+
+def _last_words(text: str) -> str:
+    """The most telling line of a child's output: the last fatal-error or exception line, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    telling = [line for line in lines if line.startswith(("Fatal Python error", "E  ")) or
+               "Error" in line.split(":")[0]]
+    return (telling or lines or [""])[-1][:300]

@@ -2,13 +2,17 @@
 to shards as one group, so a killed run resumes where it stopped (no duplicate, no lost sample)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -57,6 +61,13 @@ def sample_key(group: str, index: int) -> str:
     return record_key({"group": group, "index": index})
 
 
+def entry_first(result: UnitResult) -> list[dict]:
+    """The unit's entry trace (the test, the function) first, then the function episodes cut from the same run:
+    the child writes each trace when it ends, so callees come before their caller."""
+    kind = result.unit.origin["kind"]
+    return sorted(result.records, key=lambda r: (r.get("origin") or {}).get("kind") != kind)
+
+
 def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root: Path | None,
                 options: TraceOptions, workers: int, origin: dict, prefix: str = "traces",
                 shard_samples: int = 1000, console: Console | None = None) -> RunStats:
@@ -65,35 +76,35 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
     stats = RunStats(units=len(units))
     start = time.monotonic()
     with ShardWriter(out_dir, prefix, max_samples=shard_samples) as writer, \
-            tempfile.TemporaryDirectory(prefix="cwm-tracer-") as staging, \
-            open(out_dir / RUN_LOG, "a", encoding="utf-8") as log:
-        tracer_path = stage_tracer(Path(staging))
+            open(out_dir / RUN_LOG, "a", encoding="utf-8") as log, scratch_dir() as scratch:
+        tracer_path = stage_tracer(scratch)
         todo = [u for u in units if u.group not in writer.done_groups]
         stats.units_resumed = len(units) - len(todo)
-
-        def write(result: UnitResult) -> None:
-            records = []
-            for index, record in enumerate(result.records):
-                record["id"] = sample_key(result.unit.group, index)
-                records.append((record["id"], record))
-            writer.add(records, group=result.unit.group)
-            log.write(json.dumps(result.log_line()) + "\n")
-            log.flush()
-            stats.add(result)
 
         columns = (TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=False) as progress, \
                 ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cwm-trace") as pool:
             task = progress.add_task("tracing", total=len(todo), info="")
+
+            def write(result: UnitResult) -> None:
+                records = []
+                for index, record in enumerate(entry_first(result)):
+                    record["id"] = sample_key(result.unit.group, index)
+                    records.append((record["id"], record))
+                writer.add(records, group=result.unit.group)
+                log.write(json.dumps(result.log_line()) + "\n")
+                log.flush()
+                stats.add(result)
+                progress.update(task, advance=1, info=f"{stats.traces} traces, {stats.frames} frames")
+
             futures = [pool.submit(run_unit, u, target=target, tracer_path=tracer_path, root=root,
-                                   options=options, origin=origin) for u in todo]
+                                   options=options, origin=origin, scratch=scratch) for u in todo]
             pending = set(futures)
             try:
                 for future in as_completed(futures):
                     pending.discard(future)
                     write(future.result())
-                    progress.update(task, advance=1, info=f"{stats.traces} traces, {stats.frames} frames")
             except KeyboardInterrupt:
                 stats.interrupted = True
                 running = [f for f in pending if not f.cancel()]
@@ -101,5 +112,34 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
                               "run the same command again to resume")
                 for future in running:
                     write(future.result())
+            except BaseException:   # a failure of our own (disk full, ...): stop, keep what is complete
+                for future in pending:
+                    future.cancel()
+                raise
         stats.wall_s = time.monotonic() - start
     return stats
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """This run's scratch space (the staged tracer, one folder per running unit), named by our pid. A run killed
+    with SIGKILL cannot clean up after itself, so the next run removes the scratch of runs no longer alive."""
+    for stale in Path(tempfile.gettempdir()).glob("cwm-trace-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"cwm-trace-{os.getpid()}-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, someone else's
+        pass
+    return True

@@ -43,7 +43,8 @@ def probe_python(python: str | None) -> TargetPython:
     if not os.access(found, os.X_OK):
         raise TraceInputError(f"--python {python}: not executable; give the path of a CPython 3.9-3.13 interpreter")
     executable = os.path.abspath(found)  # keep a venv's symlink: resolving it would lose the venv
-    result = run_jailed([executable, "-c", _PROBE], cwd="/", limits=Limits(timeout_s=30, memory_mb=None),
+    result = run_jailed([executable, "-c", _PROBE], cwd="/",
+                        limits=Limits(timeout_s=30, memory_mb=None, writable=()),
                         env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"})
     words = result.stdout.split()
     if result.returncode != 0 or len(words) != 4 or words[0] != "cwm-probe":
@@ -55,3 +56,14 @@ def probe_python(python: str | None) -> TargetPython:
         raise TraceInputError(f"--python {python}: {implementation} {version} is not supported; "
                               "the tracer runs on CPython 3.9-3.13")
     return TargetPython(executable, version, None if pytest_version == "-" else pytest_version)
+
+
+def child_env(target: TargetPython, *, home: str, pythonpath: str | None = None) -> dict[str, str]:
+    """A small, fixed environment: a temporary HOME, no bytecode written into the project, a fixed hash seed
+    (set and dict-of-str reprs come out the same on every run, so a rerun reproduces its traces)."""
+    bindir = os.path.dirname(target.executable)
+    env = {"PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]), "HOME": home, "TMPDIR": home,
+           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env

@@ -6,7 +6,6 @@ complete. Groups are stable across runs (a test's nodeid; a line's number and co
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from cwm.data.shards import record_key
 from cwm.jail import Limits, run_jailed
 
-from .target import TargetPython, TraceInputError
+from .target import TargetPython, TraceInputError, child_env
 
 COLLECT_TIMEOUT_S = 300.0
 
@@ -39,17 +38,20 @@ def discover_tests(target: TargetPython, root: Path, *, memory_mb: int | None = 
         result = run_jailed(
             [target.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
              "--continue-on-collection-errors", "--rootdir", str(root)],
-            cwd=root, limits=Limits(timeout_s=COLLECT_TIMEOUT_S, memory_mb=memory_mb),
+            cwd=root, limits=Limits(timeout_s=COLLECT_TIMEOUT_S, memory_mb=memory_mb, writable=(home,)),
             env=child_env(target, home=home))
     if result.timed_out:
         raise TraceInputError(f"{root}: collecting its tests took over {COLLECT_TIMEOUT_S:.0f} s; "
                               "trace a smaller part of it")
-    listing = result.stdout.split("\n\n", 1)[0]
-    nodeids = [line.strip() for line in listing.splitlines() if "::" in line and not line.startswith(" ")]
+    # `--collect-only -q` prints one node id per line; anything else the project prints is not one
+    nodeids = [line.rstrip() for line in result.stdout.splitlines()
+               if "::" in line and not line.startswith((" ", "\t", "ERROR", "FAILED", "WARNING", "=", "_"))]
     tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
     if not nodeids:
         raise TraceInputError(f"{root}: no pytest tests found (pytest said: {tail[0].strip()})")
-    note = "" if result.returncode == 0 else f"pytest reported collection problems: {tail[0].strip()}"
+    broken = [line.split(" ", 1)[1].split(" - ")[0] for line in result.stdout.splitlines() if line.startswith("ERROR ")]
+    note = "" if result.returncode == 0 else (f"pytest could not collect {', '.join(broken) or 'some tests'} "
+                                              f"({tail[0].strip()}); tracing the {len(nodeids)} it could")
     units = [Unit(group=nodeid, job={"mode": "pytest", "nodeid": nodeid},
                   origin={"kind": "test", "path": nodeid.split("::", 1)[0], "qualname": nodeid.split("::", 1)[-1],
                           "input": None})
@@ -87,14 +89,3 @@ def read_function_units(path: Path) -> list[Unit]:
     if not units:
         raise TraceInputError(f"{path}: no functions in it; write one JSON object per line")
     return units
-
-
-def child_env(target: TargetPython, *, home: str, pythonpath: str | None = None) -> dict[str, str]:
-    """A small, fixed environment: a temporary HOME, no bytecode written into the project, a fixed hash seed
-    (set and dict-of-str reprs come out the same on every run, so a rerun reproduces its traces)."""
-    bindir = os.path.dirname(target.executable)
-    env = {"PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]), "HOME": home, "TMPDIR": home,
-           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    return env

@@ -2,10 +2,8 @@
 and its image, and sandbox factories for both backends."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,79 +11,8 @@ from pathlib import Path
 import pytest
 
 from cwm.forager import images
+from cwm.forager.demo import ensure_demo_image, write_demo_repo
 from cwm.forager.sandbox import DockerSandbox, LocalSandbox
-
-DEMO_FILES = {
-    "calc/__init__.py": '''\
-        """A tiny calculator package: the repository the sandbox and episode tests work on."""
-        import math
-
-
-        def add(a, b):
-            return a + b
-
-
-        def scale(values, factor=2):
-            out = []
-            for v in values:
-                out.append(v * factor)
-            return out
-
-
-        def clamp(x, low, high):
-            if x < low:
-                return low
-            if x > high:
-                return high
-            return x
-
-
-        def hypot(a, b):
-            return math.sqrt(a * a + b * b)
-        ''',
-    "tests/test_calc.py": '''\
-        from calc import add, clamp, hypot, scale
-
-
-        def test_add():
-            assert add(2, 3) == 5
-
-
-        def test_scale():
-            assert scale([1, 2], 3) == [3, 6]
-
-
-        def test_clamp():
-            assert clamp(5, 0, 3) == 3
-            assert clamp(-1, 0, 3) == 0
-            assert clamp(2, 0, 3) == 2
-
-
-        def test_hypot():
-            assert hypot(3, 4) == 5.0
-        ''',
-    "pyproject.toml": '''\
-        [project]
-        name = "calc"
-        version = "0.1"
-
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-
-        [tool.setuptools]
-        packages = ["calc"]
-        ''',
-}
-
-
-def write_demo_repo(root: Path) -> Path:
-    for rel, text in DEMO_FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text))
-    return root
-
 
 @pytest.fixture(scope="session")
 def demo_repo(tmp_path_factory) -> Path:
@@ -111,18 +38,8 @@ def base_image(docker_client) -> str:
 
 @pytest.fixture(scope="session")
 def demo_image(docker_client, base_image, demo_repo) -> str:
-    """The demo repository's image, tagged by a hash of its files, the base and the build code."""
-    h = hashlib.sha256(base_image.encode())
-    for rel in sorted(DEMO_FILES):
-        h.update(rel.encode() + (demo_repo / rel).read_bytes())
-    for module in ("images.py", "cwm_pytest_report.py"):
-        h.update((Path(images.__file__).parent / module).read_bytes())
-    tag = f"cwm-forager-test-demo:{h.hexdigest()[:12]}"
-    try:
-        docker_client.images.get(tag)
-    except Exception:  # noqa: BLE001 - not built yet
-        images.build_image(docker_client, demo_repo, tag, base=base_image)
-    return tag
+    """The demo repository's image, built once and found again by its content hash."""
+    return ensure_demo_image(docker_client, demo_repo, base_image)
 
 
 BACKENDS = ["docker", "bubblewrap", "subprocess"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import textwrap
+import sys
+import time
 import uuid
-from pathlib import Path
 
 import pytest
 import webdataset as wds
@@ -16,8 +16,9 @@ from cwm.forager.agent import EpisodeConfig, run_episode
 from cwm.forager.collect import CollectConfig, collect
 from cwm.forager.images import image_info
 from cwm.forager.policies import NoopPolicy, OraclePolicy, Policy, Reply
-from cwm.forager.sandbox import LABEL, DockerSandbox, LocalSandbox
-from cwm.forager.tasks import Task, generate_issue_fix, generate_mutate_fix
+from cwm.forager.cli import main
+from cwm.forager.sandbox import LABEL, OWNER_LABEL, DockerSandbox, LocalSandbox
+from cwm.forager.tasks import Task, generate_issue_fix, generate_mutate_fix, write_tasks
 
 pytestmark = pytest.mark.docker
 FAST = EpisodeConfig(bash_timeout_s=20, test_timeout_s=120, wall_s=300)
@@ -179,6 +180,32 @@ def test_collect_writes_resumable_shards(demo_tasks, docker_client, tmp_path):
                     show_progress=False)
     assert again["episodes"] == 0 and again["skipped_done"] == 3
     assert len(list(iter_records(out))) == 3
+
+
+def test_collector_killed_with_sigkill_resumes_and_leaves_no_container(demo_tasks, docker_client, tmp_path,
+                                                                       capsys):
+    tasks_file, out = tmp_path / "tasks.jsonl", tmp_path / "traj"
+    write_tasks(demo_tasks, tasks_file)
+    argv = ["collect", str(tasks_file), "--policy", "oracle", "--workers", "1", "--shard-samples", "1",
+            "-o", str(out), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "cwm.forager.cli", *argv], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        manifest = out / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text())["shards"]:
+            break
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.wait()
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["skipped_done"] >= 1 and summary["episodes"] == 3 - summary["skipped_done"]
+    records = list(iter_records(out))
+    assert sorted(r["task"]["id"] for r in records) == sorted(t.id for t in demo_tasks)
+    assert all(r["reward"] == 1 for r in records)
+    owner = f":{proc.pid}"
+    assert not [c for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+                if c.labels.get(OWNER_LABEL, "").endswith(owner)]
 
 
 ISSUE_REPO = {

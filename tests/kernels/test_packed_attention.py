@@ -67,6 +67,9 @@ CASES = [
     pytest.param([40, 3, 22], 4, 1, 16, 20, False, id="window20-gqa4"),
     pytest.param([40, 3, 22], 4, 1, 8, None, True, id="global-gqa4-d8-det"),
     pytest.param([2, 31, 1], 2, 1, 24, 9, False, id="window9-gqa2-d24"),
+    # window > 2 tiles: key tiles strictly inside the window take the unmasked (interior) path
+    pytest.param([70, 3, 45], 2, 1, 16, 40, False, id="window40-interior-tiles"),
+    pytest.param([70, 3, 45], 2, 1, 16, 40, True, id="window40-interior-tiles-det"),
 ]
 
 

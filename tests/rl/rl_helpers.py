@@ -80,3 +80,52 @@ def export_model(model, tokenizer, out_dir):
 def chat_texts(tasks) -> list[str]:
     """Every text a chat-formatted episode of `tasks` contains, for building a tokenizer that covers them."""
     return [m["content"] for t in tasks for m in t.prompt()] + ["system user assistant tool"]
+
+
+class ScriptedGenerator:
+    """Replies fixed texts (tokenized, ended with the stop token), for driving environments through the real
+    rollout loop when what is under test is the environment, not the sampler."""
+
+    version = 0
+
+    def __init__(self, tokenizer, stop_id: int, replies: list[list[str]]):
+        self.tokenizer, self.stop_id = tokenizer, stop_id
+        self.replies = [list(r) for r in replies]   # one script per episode, in batch order
+        self.turn = 0
+
+    def generate(self, prompts, cfg):
+        from cwm.rl.generate import Sample
+
+        live = [r for r in self.replies if len(r) > self.turn]
+        assert len(live) == len(prompts), "scripts and live episodes out of step"
+        out = []
+        for script in live:
+            ids = self.tokenizer.encode(script[self.turn], add_special_tokens=False) + [self.stop_id]
+            out.append(Sample(tokens=ids, logprobs=[-1.0] * len(ids), stopped=True))
+        self.turn += 1
+        return out
+
+    def push_weights(self, model, version):
+        self.version = version
+
+
+def demo_swe_task(docker_client):
+    """A mutate-fix task on the forager's demo repository image (built on first use): `add` subtracts."""
+    from cwm.forager import images
+    from cwm.forager.demo import DEMO_FILES, ensure_demo_image
+    from cwm.forager.tasks import Task
+    import tempfile
+    import textwrap
+    from pathlib import Path
+
+    image = ensure_demo_image(docker_client, Path(tempfile.mkdtemp(prefix="cwm-rl-demo-")) / "calc")
+    passing = images.image_info(docker_client, image).passing
+    fixed = textwrap.dedent(DEMO_FILES["calc/__init__.py"])
+    broken = fixed.replace("return a + b", "return a - b")
+    assert broken != fixed
+    return Task(id="calc-add", kind="mutate-fix", repo="calc", commit=None, image=image,
+                statement="tests/test_calc.py::test_add fails: add(2, 3) returns -1. Fix the code.",
+                fail_to_pass=["tests/test_calc.py::test_add"],
+                pass_to_pass=[t for t in passing if t != "tests/test_calc.py::test_add"],
+                mutation={"operator": "replace-operator", "path": "calc/__init__.py", "line": 6},
+                start_files={"calc/__init__.py": broken}, fix_files={"calc/__init__.py": fixed})

@@ -3,7 +3,9 @@
 The task is output prediction of `f(x) = x % 2` for x in 0..9, answered in one token. The untrained model
 spreads its probability over a 64-symbol vocabulary, so it is right about 1 time in 64 (mean reward ≈ -0.97).
 The learning must first find the two digits, then read x from the prompt to tell them apart: a mean reward
-near 0 means "guesses 0 or 1"; near +1 means the model uses the context.
+near 0 means "guesses 0 or 1"; near +1 means the model uses the context. Each step draws all ten tasks once
+(ten groups of eight), so no step's batch favours one answer and the policy does not collapse onto a constant
+(after which every group is all +1 or all -1, zero advantage, and learning stops).
 """
 import json
 
@@ -16,9 +18,9 @@ from cwm.rl.recipe import load_recipe
 from cwm.rl.train import train
 
 SOURCE = "def f(x):\n    return x % 2\n"
-STEPS = 40
+STEPS = 36
 RANDOM_AT_MOST = -0.8        # mean reward of the first batch, sampled from the untrained model
-LEARNED_AT_LEAST = 0.3       # mean reward over the last 5 steps (pass rate >= 65%)
+LEARNED_AT_LEAST = 0.5       # mean reward over the last 5 steps (pass rate >= 75%)
 
 
 @pytest.mark.slow
@@ -29,9 +31,9 @@ def test_grpo_raises_reward_well_above_random_policy(tmp_path):
     export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
     write_shards(tmp_path / "traces", records)
     recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": STEPS, "seed": 0,
-              "groups_per_step": 8, "group_size": 16, "checkpoint_every": 0,
+              "groups_per_step": 10, "group_size": 8, "checkpoint_every": 0,
               "optim": {"lr": 1e-2, "weight_decay": 0.0},
-              "grpo": {"token_budget": 128, "max_staleness": 1},
+              "grpo": {"token_budget": 80, "max_staleness": 1},
               "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1, "temperature": 1.0}},
               "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))

@@ -1,8 +1,9 @@
 """Hostile tests in a traced project: each is recorded as an outcome and the run goes on.
 
-The project is written per test run: an infinite loop (the tracer's own timeout), a sleep in C (the parent's hard
-timeout), a memory bomb, os._exit, a segfault, a fork bomb, a fork, a write outside the work dir and a network
-connection to a server this test listens on — plus one ordinary test that must still be traced.
+The project is written per test run: an infinite loop (the tracer's own soft timeout), a sleep in C (the tracer's
+watchdog thread), a regex holding the GIL (only the parent's hard kill ends it), a memory bomb, os._exit, a segfault,
+a fork bomb, a fork, writes outside the work dir and a connection to a server this test listens on on the host's
+loopback — plus one ordinary test that must still be traced.
 """
 from __future__ import annotations
 
@@ -123,6 +124,13 @@ def hostile(tmp_path_factory, target_python, listening_port):
                            isolation=log[0]["isolation"], outside=outside, accepted=accepted, summary=proc.stdout)
 
 
+def entry(hostile, name: str) -> dict:
+    """The test's own trace: written first among its unit's records, and the only one of kind "test"."""
+    (record,) = [r for r in hostile.records[name] if r["origin"]["kind"] == "test"]
+    assert hostile.records[name][0] is record
+    return record
+
+
 def test_every_hostile_test_leaves_a_record_and_the_run_goes_on(hostile):
     assert set(hostile.statuses) == {"test_ok", "test_infinite_loop", "test_sleeps_forever", "test_memory_bomb",
                                      "test_hangs_holding_the_gil",
@@ -137,19 +145,19 @@ def test_every_hostile_test_leaves_a_record_and_the_run_goes_on(hostile):
 def test_timeouts_crashes_and_memory_are_outcomes(hostile):
     # the tracer's own soft timeout (the loop's trace itself ends at the frame budget first)
     assert hostile.statuses["test_infinite_loop"] == "timeout"
-    (entry,) = [r for r in hostile.records["test_infinite_loop"] if r["origin"]["kind"] == "test"]
-    assert entry["outcome"] in {"frame_budget", "timeout"} and len(entry["frames"]) <= 10_000
+    loop = entry(hostile, "test_infinite_loop")
+    assert loop["outcome"] in {"frame_budget", "timeout"} and len(loop["frames"]) <= 10_000
     # stuck in C: the tracer's watchdog thread still ends it
     assert hostile.statuses["test_sleeps_forever"] == "timeout"
-    assert hostile.records["test_sleeps_forever"][-1]["outcome"] == "timeout"
+    assert entry(hostile, "test_sleeps_forever")["outcome"] == "timeout"
     # stuck in C holding the GIL: only the parent's hard kill ends it, and the parent writes the record
     assert hostile.statuses["test_hangs_holding_the_gil"] == "timeout"
-    assert hostile.records["test_hangs_holding_the_gil"][-1]["outcome"] == "timeout"
+    assert entry(hostile, "test_hangs_holding_the_gil")["outcome"] == "timeout"
     # MemoryError at the limit, or the tracer's timeout while it walks the growing list
     assert hostile.statuses["test_memory_bomb"] in {"failed", "crashed", "timeout"}
     for name in ("test_os_exit", "test_segfault"):
         assert hostile.statuses[name] == "crashed"
-        assert hostile.records[name][-1]["outcome"] == "crashed"
+        assert entry(hostile, name)["outcome"] == "crashed"
 
 
 def test_forks_are_contained(hostile):

@@ -6,8 +6,10 @@ import json
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 from cwm.tracing.run import sample_key
 from trace_cli_helpers import CLI, REPO, SHOP, cli, shard_files, shard_samples, unit_statuses, untraced_outcomes
@@ -96,3 +98,4 @@ def test_sigkill_then_resume_gives_the_uninterrupted_samples(traced_shop, target
     assert not missing and not extra, f"{len(missing)} missing, {len(extra)} extra; run log:\n{log}"
     assert set(killed_keys) <= set(keys)
     assert not list(out.glob("*.tmp"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"cwm-trace-{proc.pid}-*")), "the killed run's scratch is left"

@@ -1,4 +1,4 @@
-"""Helpers for the cwm-trace tests: the CLI as a subprocess, an untraced pytest oracle, shard readers."""
+"""Helpers for the cwm-trace tests: the CLI, an untraced pytest oracle, shard and run-log readers."""
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +29,7 @@ def fast_python() -> str:
 
 def cli(*args) -> subprocess.CompletedProcess:
     """`cwm-trace ARGS` in this process (a fresh interpreter costs seconds of imports on a busy machine);
-    the SIGKILL test runs the real console entry point as a subprocess."""
+    the SIGKILL test runs `CLI` as a subprocess, to kill it."""
     from cwm.trace_cli import main
 
     out, err = io.StringIO(), io.StringIO()

@@ -16,13 +16,13 @@ import tracer
 TRACER_PARENT = str(Path(tracer.__file__).resolve().parent.parent)
 
 
-def run_child(tmp_path, job, timeout=60):
+def run_child(tmp_path, job, timeout=60, pythonpath=()):
     job = {"depth": 2, "function_episodes": True, "max_frames": 10_000, "max_bytes": 1_000_000,
            "value_budget": 200, "soft_timeout_s": 20.0, "origin": {"repo": "r", "commit": "c"},
            "out": str(tmp_path / "records.jsonl"), **job}
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
-    env = {**os.environ, "PYTHONPATH": TRACER_PARENT, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, TRACER_PARENT]), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([sys.executable, "-m", "tracer", "run", str(path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [json.loads(line) for line in Path(job["out"]).read_text().splitlines()] if proc.returncode == 0 else []
@@ -185,19 +185,15 @@ def test_tracing_does_not_change_test_outcomes(tmp_path):
                     "tests"], cwd=project, env=env, capture_output=True, timeout=120)
     untraced = _junit_statuses(tmp_path / "j.xml")
     assert sorted(set(untraced.values())) == ["error", "failed", "passed", "skipped"]
-    os.environ["PYTHONPATH"] = env["PYTHONPATH"]
-    try:
-        traced, records = {}, {}
-        for name in untraced:
-            out = tmp_path / name
-            out.mkdir()
-            proc, lines = run_child(out, {"mode": "pytest", "root": str(project),
-                                          "nodeid": f"tests/test_things.py::{name}"})
-            assert proc.returncode == 0, proc.stderr
-            traced[name] = lines[-1]["status"]
-            records[name] = lines[:-1]
-    finally:
-        os.environ.pop("PYTHONPATH")
+    traced, records = {}, {}
+    for name in untraced:
+        out = tmp_path / name
+        out.mkdir()
+        proc, lines = run_child(out, {"mode": "pytest", "root": str(project),
+                                      "nodeid": f"tests/test_things.py::{name}"}, pythonpath=[str(project)])
+        assert proc.returncode == 0, proc.stderr
+        traced[name] = lines[-1]["status"]
+        records[name] = lines[:-1]
     assert traced == untraced
     entry = records["test_passes"][-1]
     assert entry["origin"] == {"repo": "r", "commit": "c", "kind": "test", "path": "tests/test_things.py",
