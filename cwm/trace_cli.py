@@ -138,6 +138,7 @@ def print_summary(stats: RunStats, out: Path, python: str, *, kind: str) -> None
     rows = [
         (kind, f"{stats.units_run} run, {stats.units_resumed} already done (resumed), {stats.units} in all"),
         (f"{kind} status", _counts(stats.statuses)),
+        *([(f"resumed {kind} status", _counts(stats.resumed_statuses))] if stats.units_resumed else []),
         ("traces", f"{stats.traces:,}"),
         ("frames", f"{stats.frames:,}"),
         ("bytes", f"{stats.bytes:,}"),

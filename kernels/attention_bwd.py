@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _split_tiles, _visible
+from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _rows, _split_tiles, _visible
 from kernels.schedule import owned_block, tile_schedule
 
 
@@ -23,11 +23,11 @@ def _delta_kernel(O, DO, DELTA, stride_ot, stride_oh, stride_dot, stride_doh, to
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
     block = tl.program_id(0)
     head = tl.program_id(1)
-    offs_t = block.to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_t = block * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     ok = (offs_t < total)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + offs_t[:, None] * stride_ot + head * stride_oh + offs_d[None, :], mask=ok, other=0.0)
-    do = tl.load(DO + offs_t[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=ok, other=0.0)
+    o = tl.load(_rows(O + head * stride_oh, block * BLOCK_T, stride_ot, BLOCK_T, offs_d, False), mask=ok, other=0.0)
+    do = tl.load(_rows(DO + head * stride_doh, block * BLOCK_T, stride_dot, BLOCK_T, offs_d, False), mask=ok, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + head * total + offs_t, delta, mask=offs_t < total)
 
@@ -41,11 +41,12 @@ def _dkdv_tiles(
 ):
     """Accumulate dk, dv of the owned keys over query tiles first..last-1 (aligned at q_lo) of one query head."""
     for t in range(first, last):
-        offs_q = q_lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        start_q = q_lo + t * BLOCK_N
+        offs_q = start_q + tl.arange(0, BLOCK_N)
         q_ok = offs_q < q_hi
         qo_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + offs_q[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=qo_mask, other=0.0)
-        do = tl.load(DO + offs_q[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=qo_mask, other=0.0)
+        q = tl.load(_rows(Q + head * stride_qh, start_q, stride_qt, BLOCK_N, offs_d, False), mask=qo_mask, other=0.0)
+        do = tl.load(_rows(DO + head * stride_doh, start_q, stride_dot, BLOCK_N, offs_d, False), mask=qo_mask, other=0.0)
         lse = tl.load(LSE + head * total + offs_q, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + head * total + offs_q, mask=q_ok, other=0.0)
         if UPCAST:
@@ -64,7 +65,7 @@ def _dkdv_tiles(
         dk += _dot(ds_t.to(q.dtype), q, IEEE)
         if ATOMIC_DQ:
             dq = _dot(tl.trans(ds_t).to(k.dtype), k, IEEE)
-            tl.atomic_add(DQ + offs_q[:, None] * stride_dqt + head * stride_dqh + offs_d[None, :], dq * scale,
+            tl.atomic_add(_rows(DQ + head * stride_dqh, start_q, stride_dqt, BLOCK_N, offs_d, False), dq * scale,
                           mask=qo_mask)
     return dk, dv
 
@@ -87,7 +88,7 @@ def _dkdv_kernel(
     doc = tl.load(WORK + 2 * item)
     if doc < 0:
         return
-    k_start = tl.load(WORK + 2 * item + 1).to(tl.int64)
+    k_start = tl.load(WORK + 2 * item + 1)
     doc_end = tl.load(CU + doc + 1)
     k_end = tl.minimum(k_start + BLOCK_M, doc_end)
 
@@ -96,8 +97,8 @@ def _dkdv_kernel(
     k_ok = offs_k < k_end
     d_ok = offs_d < HEAD_DIM
     kv_mask = k_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + offs_k[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + offs_k[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+    k = tl.load(_rows(K + kv_head * stride_kh, k_start, stride_kt, BLOCK_M, offs_d, False), mask=kv_mask, other=0.0)
+    v = tl.load(_rows(V + kv_head * stride_vh, k_start, stride_vt, BLOCK_M, offs_d, False), mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -131,9 +132,9 @@ def _dkdv_kernel(
             end_full, n_tiles, scale, scale_log2, window,
             BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ)
 
-    tl.store(DK + offs_k[:, None] * stride_dkt + kv_head * stride_dkh + offs_d[None, :],
+    tl.store(_rows(DK + kv_head * stride_dkh, k_start, stride_dkt, BLOCK_M, offs_d, False),
              (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + offs_k[:, None] * stride_dvt + kv_head * stride_dvh + offs_d[None, :],
+    tl.store(_rows(DV + kv_head * stride_dvh, k_start, stride_dvt, BLOCK_M, offs_d, False),
              dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
@@ -145,14 +146,14 @@ def _dq_tiles(
 ):
     """Accumulate dq of the owned queries over key tiles first..last-1 (aligned at lo), as in the forward pass."""
     for t in range(first, last):
-        offs_n = lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < hi
+        start_n = lo + t * BLOCK_N
+        offs_n = start_n + tl.arange(0, BLOCK_N)
         if MASKED:
-            kv_mask = n_ok[None, :] & d_ok[:, None]
+            kv_mask = (offs_n < hi)[None, :] & d_ok[:, None]
         else:
             kv_mask = d_ok[:, None]
-        kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None], mask=kv_mask, other=0.0)
-        vt = tl.load(V + offs_n[None, :] * stride_vt + kv_head * stride_vh + offs_d[:, None], mask=kv_mask, other=0.0)
+        kt = tl.load(_rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True), mask=kv_mask, other=0.0)
+        vt = tl.load(_rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, True), mask=kv_mask, other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
             vt = vt.to(tl.float32)
@@ -180,7 +181,7 @@ def _dq_kernel(
     doc = tl.load(WORK + 2 * item)
     if doc < 0:
         return
-    q_start = tl.load(WORK + 2 * item + 1).to(tl.int64)
+    q_start = tl.load(WORK + 2 * item + 1)
     doc_start = tl.load(CU + doc)
     doc_end = tl.load(CU + doc + 1)
     q_end = tl.minimum(q_start + BLOCK_M, doc_end)
@@ -191,8 +192,8 @@ def _dq_kernel(
     row_ok = offs_m < q_end
     d_ok = offs_d < HEAD_DIM
     qo_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + offs_m[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=qo_mask, other=0.0)
-    do = tl.load(DO + offs_m[:, None] * stride_dot + head * stride_doh + offs_d[None, :], mask=qo_mask, other=0.0)
+    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False), mask=qo_mask, other=0.0)
+    do = tl.load(_rows(DO + head * stride_doh, q_start, stride_dot, BLOCK_M, offs_d, False), mask=qo_mask, other=0.0)
     lse = tl.load(LSE + head * total + offs_m, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + head * total + offs_m, mask=row_ok, other=0.0)
     if UPCAST:
@@ -216,7 +217,7 @@ def _dq_kernel(
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, end_full, n_tiles, scale_log2, window,
                    BLOCK_N, WINDOWED, True, UPCAST, IEEE)
-    tl.store(DQ + offs_m[:, None] * stride_dqt + head * stride_dqh + offs_d[None, :],
+    tl.store(_rows(DQ + head * stride_dqh, q_start, stride_dqt, BLOCK_M, offs_d, False),
              (dq * scale).to(DQ.dtype.element_ty), mask=qo_mask)
 
 

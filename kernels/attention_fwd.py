@@ -51,6 +51,20 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _rows(base, start, stride_t, BLOCK: tl.constexpr, offs_d, TRANSPOSE: tl.constexpr):
+    """Pointers to rows start..start+BLOCK-1 of a [T, D] head slice: [BLOCK, D], or [D, BLOCK] transposed.
+
+    The row offset is added once as a 64-bit scalar (row * stride passes 2**31 at long context); per-element
+    offsets stay 32-bit, which keeps registers free (64-bit index tiles made ptxas spill)."""
+    base = base + start.to(tl.int64) * stride_t
+    r = tl.arange(0, BLOCK)
+    if TRANSPOSE:
+        return base + r[None, :] * stride_t + offs_d[:, None]
+    else:
+        return base + r[:, None] * stride_t + offs_d[None, :]
+
+
+@triton.jit
 def _split_tiles(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
     """Tiles [lo + t*BLOCK, ...) cover [lo, hi). Tiles t in [first_full, end_full) lie inside [full_lo, full_hi),
     where every pair of the program's tile is visible, so they skip the mask; the others (t < first_full or
@@ -69,18 +83,17 @@ def _fwd_tiles(
 ):
     """Online-softmax update over key tiles first..last-1 (aligned at lo); MASKED only for edge tiles."""
     for t in range(first, last):
-        offs_n = lo + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        start_n = lo + t * BLOCK_N
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        kt_ptrs = _rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True)
+        v_ptrs = _rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, False)
         if MASKED:
             n_ok = offs_n < hi
-            kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
-                         mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-            v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
-                        mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+            kt = tl.load(kt_ptrs, mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_ok[:, None] & d_ok[None, :], other=0.0)
         else:
-            kt = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
-                         mask=d_ok[:, None], other=0.0)
-            v = tl.load(V + offs_n[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
-                        mask=d_ok[None, :], other=0.0)
+            kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
             v = v.to(tl.float32)
@@ -115,7 +128,7 @@ def _fwd_kernel(
     doc = tl.load(WORK + 2 * item)
     if doc < 0:
         return
-    q_start = tl.load(WORK + 2 * item + 1).to(tl.int64)  # row * stride can pass 2**31 at 128k tokens
+    q_start = tl.load(WORK + 2 * item + 1)
     doc_start = tl.load(CU + doc)
     doc_end = tl.load(CU + doc + 1)
     q_end = tl.minimum(q_start + BLOCK_M, doc_end)
@@ -125,7 +138,7 @@ def _fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < q_end
     d_ok = offs_d < HEAD_DIM
-    q = tl.load(Q + offs_m[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False),
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -158,7 +171,7 @@ def _fwd_kernel(
         BLOCK_N, WINDOWED, True, UPCAST, IEEE)
 
     acc = acc / l_i[:, None]
-    tl.store(O + offs_m[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+    tl.store(_rows(O + head * stride_oh, q_start, stride_ot, BLOCK_M, offs_d, False),
              acc.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE + head * total + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
     if COUNT:

@@ -119,7 +119,8 @@ class SettraceBackend(_Backend):
                 return None
             scope = stack[-1]
             if event == "line":
-                self.pending.discard(id(scope)) if self.pending else None
+                if self.pending:
+                    self.pending.discard(id(scope))
                 rec.line(scope, frame.f_lineno)
             elif event == "exception":
                 self.pending.add(id(scope))
@@ -237,6 +238,9 @@ class MonitoringBackend(_Backend):
             return None
         scope = stack[-1]
         if scope.info.code is not code:  # a frame of code in scope that started before tracing did
+            return None
+        if not scope.eps and not rec.stop_requested:   # in no trace (below every episode's depth)
+            rec.last_line_scope = None
             return None
         try:
             rec.line(scope, line)

@@ -14,6 +14,7 @@ an exception event in the same frame, which makes the recorder distrust the line
 import dis
 import linecache
 import sys
+import weakref
 
 CO_OPTIMIZED = 0x0001
 CO_NEWLOCALS = 0x0002
@@ -93,6 +94,7 @@ def _def_line(code):
 
 
 _QUALNAMES = {}
+_INERT_FACTS = weakref.WeakKeyDictionary()   # code -> inert_lines(code): dis is slow, code objects are shared
 
 
 def _qualname_from_source(code):
@@ -143,7 +145,10 @@ class CodeInfo:
     @property
     def inert(self):
         if self._inert is None:
-            self._inert = inert_lines(self.code)
+            facts = _INERT_FACTS.get(self.code)
+            if facts is None:
+                facts = _INERT_FACTS[self.code] = inert_lines(self.code)
+            self._inert = facts
         return self._inert
 
     def source(self, line):

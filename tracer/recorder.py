@@ -1,20 +1,33 @@
 """From normalised events to trace records (DESIGN.md §1-2): scopes, episodes, the `".."` diff and the budgets.
 
-A backend (tracer/backends.py) turns interpreter events into five calls: `enter` (a scope starts or resumes),
-`line`, `exception`, `leave` (return, yield or unwind) and nothing else; this module never looks at `sys`'s hooks.
+A backend (tracer/backends.py) turns interpreter events into four calls: `enter` (a scope starts or resumes),
+`line`, `exception` and `leave` (return, yield or unwind); this module never touches `sys`'s hooks.
 
-Scope: one activation of a code object (a generator's activation lasts across its yields).
+Scope: one activation of a code object (a generator's or coroutine's activation lasts across its suspensions).
 Episode: one trace being recorded: the entry's, or one per call of a project function (function_episodes). A scope
-belongs to every open episode whose root is at most `depth` scopes up its chain; its frames go to each of them.
+belongs to every open episode whose root is at most `depth` scopes up its chain; its frames go to each of them, and
+an episode ends when its root scope is first left (for a generator root: its first yield).
+
+Frames, identical from both backends:
+- `call`: a scope starts, or a generator/coroutine resumes (also by throw()); locals at that moment, the def line.
+- `line`: before a line runs (again on each loop iteration, even a one-line loop).
+- `return`: on return, and on each yield/await suspension (value: what was returned or yielded).
+- `exception`: an exception is raised in the line or arrives there from a callee, caught or not; also the
+  StopIteration that 3.12+ reports when a for loop or `yield from` exhausts a generator (settrace reports it too).
+  Caught in the same scope: the `exception` frame, then the handler's lines. Not caught: it is the scope's last
+  frame (an unwound scope has no `return` frame) and an episode rooted there has outcome "raised".
+- Comprehensions: 3.12+ inlines list/dict/set comprehensions (PEP 709), so their iterations are `line` frames of
+  the enclosing scope, the loop variable among its locals; before 3.12, and generator expressions always, they are
+  scopes of their own one level deeper. Compiler-hidden locals (".0") are left out.
 
 The diff: a local whose repr equals the one shown in the previous frame of the same scope *in the same episode* is
-written "..". Re-serialising every local on every line would be the naive way; instead each scope keeps, per local,
-the repr it last made and a cheap proof that it still holds:
+written "..". Re-serialising every local on every line is the naive way (tracer/naive.py, the test oracle);
+instead each scope remembers, per local, the text it showed and a cheap proof that it still holds:
 - an atomic value (int, str, tuple of those, ...) that is still the same object has the same repr;
-- a builtin container of atomics still holding the same element objects has the same repr (`values.witness`);
-- an object with object's default repr, still the same id and type, has the same repr;
-- after an inert line (`code_facts`) nothing but the names it stored can have changed.
-Anything else is repr'd again. tracer/naive.py re-serialises everything and is the oracle that this is sound.
+- a builtin container whose shown elements are still the same objects has the same repr (`values.still_same`);
+- an object with object's default repr, still the same id and type names, has the same repr;
+- after an inert line (`code_facts`) nothing can have changed, if the values it overwrote were atomic.
+Anything else is repr'd again.
 """
 import hashlib
 import marshal
@@ -84,7 +97,7 @@ class _Scope:
 
 
 class _Episode:
-    __slots__ = ("root", "kind", "frames", "last", "nbytes", "outcome", "closed", "context", "origin",
+    __slots__ = ("root", "kind", "frames", "last", "nbytes", "cut", "outcome", "closed", "context", "origin",
                  "t0", "budget")
 
     def __init__(self, root, kind, context, origin):
@@ -93,6 +106,7 @@ class _Episode:
         self.frames = []
         self.last = {}          # scope -> its last snapshot shown in this episode
         self.nbytes = len(context) + _RECORD_JSON
+        self.cut = 0            # values shown cut to the budget
         self.outcome = None
         self.closed = False
         self.context = context
@@ -337,6 +351,9 @@ class Recorder:
         source = info.source(line)
         base = _FRAME_JSON + len(info.path) + len(source)   # about what the frame's JSON will take
         memo_prev, memo_loc = scope.diff_base, scope.diff
+        weighed = None                                       # the locals dict last measured, its size and cuts
+        if cur is None:
+            size, cut = base + len(value), value.endswith(TRUNCATION_MARKER)
         for ep, d in scope.eps:
             if ep.closed:
                 continue
@@ -350,10 +367,13 @@ class Recorder:
                     loc = {n: (UNCHANGED if prev.get(n) == t else t) for n, t in cur.items()}
                     memo_prev, memo_loc = prev, loc
                 ep.last[scope] = cur
-                size = base + 8 * len(loc) + sum(map(len, loc)) + sum(map(len, loc.values()))
+                if loc is not weighed:
+                    weighed = loc
+                    shown = loc.values()
+                    size = base + 8 * len(loc) + sum(map(len, loc)) + sum(map(len, shown))
+                    cut = sum(map(str.endswith, shown, repeat(TRUNCATION_MARKER)))
             else:
                 loc = None
-                size = base + len(value)
             if len(ep.frames) >= self.config.max_frames:
                 self._finish(ep, "frame_budget", "frames")
                 continue
@@ -361,6 +381,7 @@ class Recorder:
                 self._finish(ep, "frame_budget", "bytes")
                 continue
             ep.nbytes += size
+            ep.cut += cut
             ep.frames.append({"kind": kind, "depth": d, "path": info.path, "line": line, "source": source,
                               "locals": loc, "value": value})
             if kind == "call" and d == 0 and ep.kind == "function":
@@ -373,16 +394,8 @@ class Recorder:
         if ep in self.open:
             self.open.remove(ep)
         frames = ep.frames
-        cut = 0
-        marker = values.TRUNCATION_MARKER
-        ends = str.endswith
-        for frame in frames:
-            loc = frame["locals"]
-            if loc is not None:
-                cut += sum(map(ends, loc.values(), repeat(marker)))
-            elif ends(frame["value"], marker):
-                cut += 1
-        stats = {"frames": len(frames), "wall_s": round(time.perf_counter() - ep.t0, 6), "truncated_values": cut}
+        stats = {"frames": len(frames), "wall_s": round(time.perf_counter() - ep.t0, 6),
+                 "truncated_values": ep.cut}
         if budget:
             stats["budget"] = budget
         record = {"schema": SCHEMA, "origin": ep.origin, "python": self.python, "backend": self.backend_name,

@@ -142,19 +142,38 @@ class _Witness:
 
 
 class _Default:
-    """An object with object's default repr: the same id, type and type names mean the same repr."""
-    __slots__ = ("oid", "tid", "qualname", "module")
+    """An object whose repr is a fixed function of its id and a few names: object's default repr
+    (`<mod.Cls object at 0x..>`), a class's (`<class 'mod.Cls'>`), a function's (`<function f at 0x..>`) or a
+    builtin's (`<built-in method append of list object at 0x..>`). The same id, type and names: the same repr."""
+    __slots__ = ("oid", "tid", "names")
 
-    def __init__(self, v, t):
-        self.oid, self.tid, self.qualname, self.module = id(v), id(t), t.__qualname__, t.__module__
+    def __init__(self, v, t, names):
+        self.oid, self.tid, self.names = id(v), id(t), names
 
     def holds(self, v):
         t = type(v)
-        return (id(v) == self.oid and id(t) == self.tid and t.__repr__ is _object_repr
-                and t.__qualname__ == self.qualname and t.__module__ == self.module)
+        return id(v) == self.oid and id(t) == self.tid and _repr_names(v, t) == self.names
 
 
 _object_repr = object.__repr__
+_type_repr = type.__repr__
+_function_repr = type(_Default.holds).__repr__
+_builtin_repr = type(len).__repr__
+
+
+def _repr_names(v, t):
+    """The names v's repr is made of, when its repr is one of the three fixed ones; None otherwise."""
+    r = t.__repr__
+    if r is _object_repr:
+        return t.__module__, t.__qualname__
+    if r is _type_repr:
+        return v.__module__, v.__qualname__
+    if r is _function_repr:
+        return v.__qualname__
+    if r is _builtin_repr:   # <built-in function f>, <built-in method f of T object at 0x..>
+        owner = v.__self__
+        return v.__name__, id(owner), id(type(owner)), type(owner).__name__
+    return None
 
 
 class _Walk:
@@ -196,13 +215,15 @@ class _Walk:
         if self.ok:
             if t in _ATOMIC_SCALARS:
                 self._note(v)
-            elif t.__repr__ is _object_repr:
-                self._note(_Default(v, t))
             else:
-                self.ok = False
+                names = _repr_names(v, t)
+                if names is None:
+                    self.ok = False
+                else:
+                    self._note(_Default(v, t, names))
         if t is str:
             return self.emit(_str_repr(v, self.limit - self.size + 1))
-        if t in _NO_CALLBACK_REPRS or t.__repr__ is _object_repr:
+        if t in _NO_CALLBACK_REPRS or t.__repr__ in _C_REPRS:
             try:
                 return self.emit(repr(v))
             except Exception as e:  # huge ints (int_max_str_digits)
@@ -273,6 +294,7 @@ class _Walk:
 
 
 _BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}
+_C_REPRS = frozenset({_object_repr, _type_repr, _function_repr, _builtin_repr})   # reprs that run no Python code
 _NUMBERS = frozenset({int, float, bool, type(None), complex})
 
 
@@ -346,7 +368,7 @@ def safe_repr(value, budget):
         except RecursionError:
             return placeholder(value, "repr raised RecursionError"), False
         text = "".join(walk.parts)
-    elif t in _NO_CALLBACK_REPRS or t.__repr__ is object.__repr__:
+    elif t in _NO_CALLBACK_REPRS or t.__repr__ in _C_REPRS:
         try:
             text = repr(value)
         except Exception as e:
@@ -365,7 +387,8 @@ def describe(value, budget):
     """(text, kind, proof): safe_repr's text plus what the change detector needs to know it still holds later.
 
     ATOM: proof is the value itself (an atomic value: identity proves the repr); WITNESS: a _Witness for
-    `still_same`; DEFAULT: a _Default (object's default repr); OTHER: nothing short of a new repr proves it.
+    `still_same`; DEFAULT: a _Default (object's, a class's or a function's fixed repr); OTHER: nothing short of a
+    new repr proves it.
     """
     t = type(value)
     if t in _CONTAINERS:
@@ -385,6 +408,7 @@ def describe(value, budget):
     text = safe_repr(value, budget)[0]
     if t in _ATOMIC_SCALARS:
         return text, ATOM, value
-    if t.__repr__ is _object_repr:
-        return text, DEFAULT, _Default(value, t)
+    names = _repr_names(value, t)
+    if names is not None:
+        return text, DEFAULT, _Default(value, t, names)
     return text, OTHER, None

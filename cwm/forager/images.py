@@ -33,6 +33,7 @@ REPO_DIR = "/repo"
 SOURCE_DIR = "/opt/cwm/repo"
 CWM_DIR = "/opt/cwm"
 VENV = "/opt/venv"
+AGENT = "agent"
 AGENT_UID = 1000
 IMAGE_LABEL = "cwm-forager.image"
 BUILD_LABEL = "cwm-forager.build"
@@ -53,7 +54,7 @@ class BaseRecipe:
     variant: str = "minbase"
     packages: tuple[str, ...] = ("python3", "python3-venv", "python3-pip", "git", "ca-certificates")
     mirror: str = "http://deb.debian.org/debian"
-    user: str = "agent"
+    user: str = AGENT
     venv_packages: tuple[str, ...] = ("pytest",)   # preinstalled in VENV: saves ~30 s per repository build
     revision: int = 2  # bump when the post-bootstrap steps below change
 
@@ -198,6 +199,11 @@ def _install_script(extras: tuple[str, ...] = ("test", "tests", "testing")) -> s
             "requirements/test.txt", "requirements/tests.txt", "tests/requirements.txt", "requirements-dev.txt"]
     try_extras = " || ".join(f"pip install -q -e '.[{e}]' 2>/dev/null" for e in extras)
     return f"""set -e
+if ! id -u {AGENT} >/dev/null 2>&1; then  # a base from elsewhere: add the unprivileged user episodes run as
+  echo "{AGENT}:x:{AGENT_UID}:{AGENT_UID}::/home/{AGENT}:/bin/bash" >> /etc/passwd
+  echo "{AGENT}:x:{AGENT_UID}:" >> /etc/group
+  mkdir -p /home/{AGENT} && chown {AGENT_UID}:{AGENT_UID} /home/{AGENT}
+fi
 [ -x {VENV}/bin/python ] || python3 -m venv {VENV}
 export PATH={PATH} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 pip install -q pytest
@@ -248,7 +254,7 @@ def build_image(dc: docker.DockerClient, repo: str | os.PathLike, tag: str, *, b
         container.put_archive("/", _tar_of({f"{CWM_DIR.lstrip('/')}/image.json": info.to_json().encode()}))
         container.stop(timeout=1)
         container.commit(repository=tag.split(":")[0], tag=tag.split(":")[1] if ":" in tag else "latest",
-                         conf={"Labels": {IMAGE_LABEL: info.to_json()}, "User": "agent", "WorkingDir": REPO_DIR,
+                         conf={"Labels": {IMAGE_LABEL: info.to_json()}, "User": AGENT, "WorkingDir": REPO_DIR,
                                "Env": [f"PATH={PATH}", "LANG=C.UTF-8"], "Cmd": ["sleep", "infinity"]})
         log(f"tagged {tag}: {len(info.passing)} passing tests, {len(info.failing)} not passing")
         return info
@@ -279,9 +285,9 @@ def _tar_of(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _exec(container, command: str, timeout_s: float, user: str = "agent") -> tuple[int, str]:
+def _exec(container, command: str, timeout_s: float, user: str = AGENT) -> tuple[int, str]:
     code, out = container.exec_run(["timeout", "-s", "KILL", str(int(timeout_s)), "bash", "-c", command],
-                                   user=user, workdir=REPO_DIR if user == "agent" else "/",
+                                   user=user, workdir=REPO_DIR if user == AGENT else "/",
                                    environment={"PATH": PATH, "HOME": "/tmp"})
     return code, out.decode(errors="replace")
 

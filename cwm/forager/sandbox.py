@@ -150,7 +150,7 @@ class DockerSandbox(Sandbox):
         self.container = None
         try:
             self.container = self.dc.containers.run(
-                image, INIT, detach=True, user="agent", working_dir=REPO, network_mode="none",
+                image, INIT, detach=True, user=images.AGENT, working_dir=REPO, network_mode="none",
                 mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
                 nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids, read_only=True,
                 security_opt=["no-new-privileges"], environment=AGENT_ENV,
@@ -174,7 +174,7 @@ class DockerSandbox(Sandbox):
         t0 = time.monotonic()
         argv = ["bash", "-c", ACTION.format(timeout=f"{max(timeout_s, 0.1):.3f}"), "cwm-action", command]
         try:
-            exec_id = self.api.exec_create(self.container.id, argv, user="agent",
+            exec_id = self.api.exec_create(self.container.id, argv, user=images.AGENT,
                                            workdir=REPO, environment=AGENT_ENV)["Id"]
             stream = self.api.exec_start(exec_id, stream=True)
         except Exception as exc:  # noqa: BLE001 - the engine or container is gone
@@ -209,7 +209,7 @@ class DockerSandbox(Sandbox):
         if os.geteuid() == 0 and self._kill_from_host():
             return
         try:
-            exec_id = self.api.exec_create(self.container.id, ["bash", "-c", KILL_ALL], user="agent")["Id"]
+            exec_id = self.api.exec_create(self.container.id, ["bash", "-c", KILL_ALL], user=images.AGENT)["Id"]
             self.api.exec_start(exec_id)
         except Exception:  # noqa: BLE001 - the container may already be gone
             pass

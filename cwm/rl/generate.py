@@ -99,10 +99,11 @@ class LocalGenerator:
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the full (unsharded) weights; a collective under FSDP2, so every rank must call it."""
+    """A copy of the full (unsharded) weights on every rank (the replica's device); a collective under FSDP2,
+    so every rank must call it. (cpu_offload would leave the other ranks' copies empty.)"""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    opts = StateDictOptions(full_state_dict=True)
     return {k: v.detach().clone() for k, v in get_model_state_dict(model, options=opts).items()}
 
 

@@ -114,6 +114,18 @@ def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]
     return m
 
 
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """A run resumed from step N rewrites the lines of steps after N (logged before it stopped, not checkpointed)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+
+
 def _row(t: Trajectory, version: int) -> dict:
     return {"env": t.env, "reward": t.reward, "passed": t.passed, "response_tokens": t.response_tokens,
             "turns": t.turns, "staleness": version - t.version,
@@ -191,6 +203,8 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
                                  recipe.rollout, first_group_id=i * recipe.groups_per_step),
         generator.sync, max_staleness, first_batch=start).start()
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _drop_metrics_after(out / "metrics.jsonl", start)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
     temperature = recipe.rollout.sampling.temperature
     try:

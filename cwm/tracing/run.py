@@ -37,6 +37,7 @@ class RunStats:
     bytes: int = 0
     outcomes: Counter = field(default_factory=Counter)   # per trace: returned / raised / timeout / crashed / ...
     statuses: Counter = field(default_factory=Counter)   # per unit: passed / failed / ... / timeout / crashed
+    resumed_statuses: Counter = field(default_factory=Counter)   # the same for the units done by earlier runs
     wall_s: float = 0.0
     isolation: str = ""
     first_death: str = ""       # the first child that died, and why: the lead when every unit crashes
@@ -80,6 +81,10 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
         tracer_path = stage_tracer(scratch)
         todo = [u for u in units if u.group not in writer.done_groups]
         stats.units_resumed = len(units) - len(todo)
+        if stats.units_resumed:
+            earlier = logged_statuses(out_dir / RUN_LOG)
+            stats.resumed_statuses.update(earlier.get(u.group, "unknown") for u in units
+                                          if u.group in writer.done_groups)
 
         columns = (TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
@@ -118,6 +123,19 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
                 raise
         stats.wall_s = time.monotonic() - start
     return stats
+
+
+def logged_statuses(path: Path) -> dict[str, str]:
+    """group -> status from a run log; the last line of a group wins (a killed run may have logged it first)."""
+    statuses = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                statuses[entry["group"]] = entry["status"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue   # a line cut short by a kill
+    return statuses
 
 
 @contextlib.contextmanager

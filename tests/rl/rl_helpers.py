@@ -1,8 +1,11 @@
 """Helpers of the RL tests: tiny models and tokenizers built here (no weights are downloaded), toy trace shards."""
 from __future__ import annotations
 
+import json
 import re
 import string
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
@@ -129,3 +132,65 @@ def demo_swe_task(docker_client):
                 pass_to_pass=[t for t in passing if t != "tests/test_calc.py::test_add"],
                 mutation={"operator": "replace-operator", "path": "calc/__init__.py", "line": 6},
                 start_files={"calc/__init__.py": broken}, fix_files={"calc/__init__.py": fixed})
+
+
+class LoopbackServer:
+    """An OpenAI-compatible completion server (vLLM's response layout: `token_id:N` tokens, per-token log-probs,
+    finish_reason) sampling from a real in-process model, with SGLang's /update_weights_from_disk."""
+
+    def __init__(self, model, stop_ids, pad_id):
+        from cwm.rl.generate import LocalGenerator
+
+        self.sampler = LocalGenerator(model, stop_ids, pad_id, seed=5)
+        self.requests, self.loaded = [], []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append((self.path, body))
+                if self.path == "/v1/completions":
+                    reply = server.complete(body)
+                elif self.path == "/update_weights_from_disk":
+                    reply = server.reload(body["model_path"])
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def complete(self, body):
+        from cwm.rl.generate import SamplingConfig
+
+        cfg = SamplingConfig(temperature=body["temperature"], max_new_tokens=body["max_tokens"])
+        with self.lock:
+            (s,) = self.sampler.generate([body["prompt"]], cfg)
+        return {"object": "text_completion", "choices": [{
+            "index": 0, "text": "", "finish_reason": "stop" if s.stopped else "length",
+            "logprobs": {"tokens": [f"token_id:{t}" for t in s.tokens], "token_logprobs": s.logprobs}}]}
+
+    def reload(self, path):
+        from transformers import AutoModelForCausalLM
+
+        fresh = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with self.lock:
+            self.sampler.model.load_state_dict(fresh.state_dict())
+        self.loaded.append(path)
+        return {"success": True, "message": "ok"}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

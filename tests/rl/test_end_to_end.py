@@ -1,5 +1,6 @@
 """End to end, as `make demo` runs it: a model exported the way mid-training exports, the demo RL recipe
-(`cwm/rl/recipes/demo.yaml`) run by `python cwm/rl/train.py`, resumed, exported, reloaded."""
+(`cwm/rl/recipes/demo.yaml`) run by `torchrun cwm/rl/train.py` on two CPU ranks (FSDP2 over gloo), resumed in
+one process (the checkpoint is resharded), exported, reloaded."""
 import json
 import subprocess
 import sys
@@ -55,7 +56,8 @@ def test_demo_recipe_runs_resumes_exports_and_reloads(tmp_path, capsys):
     envs["swe"]["tasks"] = str(task_file or tmp_path / "no-docker-no-tasks.jsonl")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
 
-    first = subprocess.run([sys.executable, str(REPO / "cwm/rl/train.py"), "--recipe", str(tmp_path / "recipe.yaml"),
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    first = subprocess.run([*torchrun, str(REPO / "cwm/rl/train.py"), "--recipe", str(tmp_path / "recipe.yaml"),
                             "--set", "steps=2"], cwd=tmp_path, capture_output=True, text=True, timeout=200)
     assert first.returncode == 0, first.stderr[-3000:]
     if no_docker:

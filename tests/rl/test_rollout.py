@@ -96,3 +96,25 @@ def test_budget_loss_is_independent_of_micro_batching():
         assert totals["tokens"] == sum(t.response_tokens for t in trajs)
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_optional_kl_to_a_reference_changes_the_gradient_only_when_the_reference_differs():
+    import copy
+
+    tok, model, chat = _setup()
+    gen = LocalGenerator(model, chat.stop_ids, tok.pad_token_id, seed=4)
+    trajs = rollout([EchoEnv() for _ in range(2)], gen, chat,
+                    RolloutConfig(sampling=SamplingConfig(max_new_tokens=4), max_turns=8, max_len=400))
+    batch = TrainBatch(trajs, [1.0, -1.0], 0)
+
+    def grad(cfg, ref=None):
+        model.zero_grad()
+        backward_batch(model, batch, cfg, pad_id=tok.pad_token_id, temperature=1.0, micro_batch_tokens=4096,
+                       ref_model=ref)
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    plain = grad(GRPOConfig())
+    same_ref = grad(GRPOConfig(kl_coef=0.5), copy.deepcopy(model))  # KL's gradient is 0 at ref == policy
+    other_ref = grad(GRPOConfig(kl_coef=0.5), tiny_model(tok, seed=9).eval())
+    assert torch.allclose(plain, same_ref, atol=1e-6)
+    assert not torch.allclose(plain, other_ref, atol=1e-4)

@@ -1,73 +1,17 @@
-"""The OpenAI-compatible rollout client and the weight push, against a loopback server in this process.
-
-The server is scripted only in its HTTP layer: it samples from a real tiny model (vLLM's response layout:
-`token_id:N` tokens, per-token log-probs, finish_reason) and reloads weights from the folder it is told to.
-"""
+"""The OpenAI-compatible rollout client and the weight push, against a loopback server in this process
+(rl_helpers.LoopbackServer: scripted only in its HTTP layer, it samples from a real tiny model and reloads
+weights from the folder it is told to)."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 import torch
 
 from cwm.model.checkpoint import export_hf
-from cwm.rl.generate import DiskWeightPush, LocalGenerator, SamplingConfig, ServerGenerator
+from cwm.rl.generate import DiskWeightPush, SamplingConfig, ServerGenerator
 from cwm.rl.rollout import ChatFormat
-from rl_helpers import small_tokenizer, tiny_model
-
-
-class LoopbackServer:
-    def __init__(self, model, stop_ids, pad_id):
-        self.sampler = LocalGenerator(model, stop_ids, pad_id, seed=5)
-        self.requests, self.loaded = [], []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.path, body))
-                if self.path == "/v1/completions":
-                    reply = server.complete(body)
-                elif self.path == "/update_weights_from_disk":
-                    reply = server.reload(body["model_path"])
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.lock = threading.Lock()
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def complete(self, body):
-        with self.lock:
-            (s,) = self.sampler.generate([body["prompt"]], SamplingConfig(temperature=body["temperature"], max_new_tokens=body["max_tokens"]))
-        return {"object": "text_completion", "choices": [{
-            "index": 0, "text": "", "finish_reason": "stop" if s.stopped else "length",
-            "logprobs": {"tokens": [f"token_id:{t}" for t in s.tokens], "token_logprobs": s.logprobs}}]}
-
-    def reload(self, path):
-        from transformers import AutoModelForCausalLM
-
-        fresh = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        with self.lock:
-            self.sampler.model.load_state_dict(fresh.state_dict())
-        self.loaded.append(path)
-        return {"success": True, "message": "ok"}
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from rl_helpers import (LoopbackServer, chat_texts, export_model, function_records, small_tokenizer, tiny_model,
+                        write_shards)
 
 
 def _oracle_logprobs(model, prompt, tokens, temperature):
@@ -123,3 +67,30 @@ def test_client_names_the_server_when_tokens_are_not_ids(served):
     with pytest.raises(ValueError, match="token_id"):
         ServerGenerator(server.url, "policy", chat.stop_ids).generate([[1, 2]], SamplingConfig(max_new_tokens=1))
     server.complete = original
+
+
+def test_trainer_samples_from_the_server_and_pushes_every_step(tmp_path):
+    from cwm.rl.recipe import load_recipe
+    from cwm.rl.train import train
+    from cwm.rl.envs.output_prediction import task_from_record
+
+    records = function_records("def f(x):\n    return x % 2\n", "f", list(range(4)))
+    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
+    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
+    write_shards(tmp_path / "traces", records)
+    chat = ChatFormat(tok)
+    server = LoopbackServer(tiny_model(tok, seed=0).eval(), chat.stop_ids, tok.pad_token_id)
+    try:
+        recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 2, "groups_per_step": 4,
+                  "group_size": 4, "checkpoint_every": 0, "optim": {"lr": 1e-2},
+                  "rollout": {"sampling": {"max_new_tokens": 1}},
+                  "generator": {"kind": "server", "base_url": server.url, "push_dir": str(tmp_path / "push")},
+                  "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
+    finally:
+        server.close()
+    assert [p.rsplit("/", 1)[1] for p in server.loaded] == ["step-000001", "step-000002"]
+    assert len([p for p, _ in server.requests if p == "/v1/completions"]) == 2 * 4 * 4
+    steps = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in steps] == [1, 2] and steps[1]["staleness_max"] <= 1

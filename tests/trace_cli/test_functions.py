@@ -12,7 +12,8 @@ FUNCTIONS = [
     {"code": "def f(d):\n    return d['missing']\n", "input": "{}"},
     {"code": "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n"
              "        self.items.append(x)\n        return len(self.items)\n\n"
-             "def f(xs):\n    s = Stack()\n    for x in xs:\n        s.push(x)\n    return s.items\n", "input": "'abc'"},
+             "def f(xs):\n    s = Stack()\n    for x in xs:\n        s.push(x)\n    return s.items\n",
+     "input": "'abc'"},
 ]
 
 

@@ -99,3 +99,22 @@ def test_sigkill_then_resume_gives_the_uninterrupted_samples(traced_shop, target
     assert set(killed_keys) <= set(keys)
     assert not list(out.glob("*.tmp"))
     assert not list(Path(tempfile.gettempdir()).glob(f"cwm-trace-{proc.pid}-*")), "the killed run's scratch is left"
+
+
+def test_budgets_and_episode_switch_reach_the_tracer(traced_shop, target_python, tmp_path):
+    """--no-function-episodes: one trace per test; --max-frames 20: the tests whose full trace (the session run) is
+    longer come back cut at the budget with outcome frame_budget, the others unchanged."""
+    select = "tests/test_categories.py::*"
+    proc = cli(SHOP, "-o", tmp_path, "--python", target_python, "--workers", "2", "--tests", select,
+               "--no-function-episodes", "--max-frames", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    full = {r["origin"]["qualname"]: r for _, r in shard_samples(traced_shop)
+            if r["origin"]["kind"] == "test" and r["origin"]["path"] == "tests/test_categories.py"}
+    cut = {r["origin"]["qualname"]: r for _, r in shard_samples(tmp_path)}
+    assert len(shard_samples(tmp_path)) == len(cut) == len(full) == 3
+    assert any(len(r["frames"]) > 20 for r in full.values())
+    for name, record in cut.items():
+        if len(full[name]["frames"]) > 20:
+            assert record["outcome"] == "frame_budget" and len(record["frames"]) <= 20
+        else:
+            assert record["frames"] == full[name]["frames"]

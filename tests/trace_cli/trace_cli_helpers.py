@@ -50,12 +50,10 @@ def untraced_outcomes(python: str, root: Path, nodeids: list[str] | None = None)
 
 
 def unit_statuses(out_dir: Path) -> dict[str, str]:
-    """group -> status from the run log (the last line of a group wins: a resumed run may repeat one)."""
-    statuses = {}
-    for line in (out_dir / "units.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        statuses[entry["group"]] = entry["status"]
-    return statuses
+    """group -> status from the run log."""
+    from cwm.tracing.run import RUN_LOG, logged_statuses
+
+    return logged_statuses(out_dir / RUN_LOG)
 
 
 def shard_files(out_dir: Path) -> list[Path]:

@@ -366,8 +366,16 @@ def _retag(t):
     Shifty.tag = t
 
 
+def _rename(fn, cls, suffix):
+    fn.__qualname__ = "_retag" + suffix
+    cls.__qualname__ = "Shifty" + suffix
+
+
 def prog_class_state():
     _retag("a")
+    cls = Shifty
+    fn = _retag
+    _rename(fn, cls, "_renamed")
     s = Shifty()
     t = (s, 1)
     _retag("b")
@@ -378,6 +386,7 @@ def prog_class_state():
     q = 2
     del Plain.__repr__
     r = 3
+    _rename(fn, cls, "")   # leaves the names as it found them, for the next run
     return s, t, p, u, q, r
 
 

@@ -178,6 +178,20 @@ def test_default_repr_proof_tracks_identity_and_class():
     assert not proof.holds(a)
 
 
+def test_class_and_function_proofs_track_their_names():
+    class K:
+        pass
+
+    def f():
+        pass
+
+    for v, rename in ((K, lambda: setattr(K, "__qualname__", "L")), (f, lambda: setattr(f, "__qualname__", "g"))):
+        text, kind, proof = values.describe(v, 200)
+        assert kind == values.DEFAULT and text == repr(v) and proof.holds(v)
+        rename()
+        assert not proof.holds(v) and values.describe(v, 200)[0] != text
+
+
 def test_atomic_values():
     assert values.is_atomic((1, "a", (2.0, None)))
     assert not values.is_atomic((1, [2]))
