@@ -1,7 +1,8 @@
 """Tracer speed: traced vs untraced, and the fast recorder vs the naive reference (tracer/naive.py), in one run.
 
-Workloads (benchmarks/tracer_workload.py): a CPU-bound function suite, and a test-like workload over real library
-code (pure-Python standard-library modules copied into a temporary project, so they are traced as project code).
+Workloads (benchmarks/tracer_workload.py): a CPU-bound function suite on small inputs, the same kind of solutions
+on contest-sized inputs, and a test-like workload over real library code (pure-Python standard-library modules
+copied into a temporary project, so they are traced as project code).
 Baselines: `naive` (tracer/naive.py: plain repr() of every local on every frame, the obvious tracer) and `naive-cut`
 (the same with the fast recorder's budget-bounded serialiser, isolating what the change detector buys).
 Every measurement first asserts that all three recorders write identical records. Times are CPU
@@ -57,6 +58,7 @@ def workloads(tmp):
     entry = _load(lib_root / "entry.py", "cwm_bench_library_entry")
     return {
         "functions": (str(HERE), functions.function_suite, ()),
+        "contest": (str(HERE), functions.contest_suite, ()),
         "library": (str(lib_root), entry.library_suite, tuple(modules)),
     }
 

@@ -115,3 +115,49 @@ def library_suite(difflib, textwrap, fractions, shlex):
     total = sum(fractions.Fraction(1, d) for d in range(1, 12))
     words = shlex.split("cwm-trace 'my project' --depth 2 -o \"out dir\" --python=/usr/bin/python3")
     return len(diff), round(ratio, 3), wrapped.count("\n"), dedented, str(total), words
+
+
+def prefix_queries(values, queries):
+    prefix = [0]
+    for v in values:
+        prefix.append(prefix[-1] + v)
+    answers = []
+    for lo, hi in queries:
+        answers.append(prefix[hi] - prefix[lo])
+    return answers
+
+
+def longest_unique_run(text):
+    last = {}
+    start = best = 0
+    for i, ch in enumerate(text):
+        if last.get(ch, -1) >= start:
+            start = last[ch] + 1
+        last[ch] = i
+        best = max(best, i - start + 1)
+    return best
+
+
+def pair_count(sorted_values, target):
+    lo, hi = 0, len(sorted_values) - 1
+    count = 0
+    while lo < hi:
+        s = sorted_values[lo] + sorted_values[hi]
+        if s <= target:
+            count += hi - lo
+            lo += 1
+        else:
+            hi -= 1
+    return count
+
+
+def contest_suite():
+    """Solutions run on contest-sized inputs: big inputs that stay the same while small variables change."""
+    values = [(i * 7919) % 1009 for i in range(3000)]
+    queries = [(i, i + 50) for i in range(0, 600, 3)]
+    text = "".join(chr(97 + (i * i) % 26) for i in range(400))
+    return [
+        prefix_queries(values[:700], queries),
+        longest_unique_run(text),
+        pair_count(sorted(values), 1000),
+    ]

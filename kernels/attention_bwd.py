@@ -14,20 +14,20 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _rows, _split_tiles, _visible
+from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _rows, _split_tiles, _visible, needs_i64
 from kernels.schedule import owned_block, tile_schedule
 
 
 @triton.jit
 def _delta_kernel(O, DO, DELTA, stride_ot, stride_oh, stride_dot, stride_doh, total,
-                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, I64: tl.constexpr):
     block = tl.program_id(0)
     head = tl.program_id(1)
     offs_t = block * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     ok = (offs_t < total)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(_rows(O + head * stride_oh, block * BLOCK_T, stride_ot, BLOCK_T, offs_d, False), mask=ok, other=0.0)
-    do = tl.load(_rows(DO + head * stride_doh, block * BLOCK_T, stride_dot, BLOCK_T, offs_d, False), mask=ok, other=0.0)
+    o = tl.load(_rows(O + head * stride_oh, block * BLOCK_T, stride_ot, BLOCK_T, offs_d, False, I64), mask=ok, other=0.0)
+    do = tl.load(_rows(DO + head * stride_doh, block * BLOCK_T, stride_dot, BLOCK_T, offs_d, False, I64), mask=ok, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + head * total + offs_t, delta, mask=offs_t < total)
 
@@ -37,7 +37,7 @@ def _dkdv_tiles(
     dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh, stride_dqt, stride_dqh,
     total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi, first, last, scale, scale_log2, window,
     BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr,
-    IEEE: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    IEEE: tl.constexpr, ATOMIC_DQ: tl.constexpr, I64: tl.constexpr,
 ):
     """Accumulate dk, dv of the owned keys over query tiles first..last-1 (aligned at q_lo) of one query head."""
     for t in range(first, last):
@@ -45,8 +45,8 @@ def _dkdv_tiles(
         offs_q = start_q + tl.arange(0, BLOCK_N)
         q_ok = offs_q < q_hi
         qo_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(_rows(Q + head * stride_qh, start_q, stride_qt, BLOCK_N, offs_d, False), mask=qo_mask, other=0.0)
-        do = tl.load(_rows(DO + head * stride_doh, start_q, stride_dot, BLOCK_N, offs_d, False), mask=qo_mask, other=0.0)
+        q = tl.load(_rows(Q + head * stride_qh, start_q, stride_qt, BLOCK_N, offs_d, False, I64), mask=qo_mask, other=0.0)
+        do = tl.load(_rows(DO + head * stride_doh, start_q, stride_dot, BLOCK_N, offs_d, False, I64), mask=qo_mask, other=0.0)
         lse = tl.load(LSE + head * total + offs_q, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + head * total + offs_q, mask=q_ok, other=0.0)
         if UPCAST:
@@ -65,7 +65,7 @@ def _dkdv_tiles(
         dk += _dot(ds_t.to(q.dtype), q, IEEE)
         if ATOMIC_DQ:
             dq = _dot(tl.trans(ds_t).to(k.dtype), k, IEEE)
-            tl.atomic_add(_rows(DQ + head * stride_dqh, start_q, stride_dqt, BLOCK_N, offs_d, False), dq * scale,
+            tl.atomic_add(_rows(DQ + head * stride_dqh, start_q, stride_dqt, BLOCK_N, offs_d, False, I64), dq * scale,
                           mask=qo_mask)
     return dk, dv
 
@@ -80,7 +80,7 @@ def _dkdv_kernel(
     total, scale, scale_log2, window,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, ATOMIC_DQ: tl.constexpr, I64: tl.constexpr,
 ):
     # This program owns BLOCK_M keys; its inner loop walks BLOCK_N-row query tiles.
     item = tl.program_id(0)
@@ -97,8 +97,8 @@ def _dkdv_kernel(
     k_ok = offs_k < k_end
     d_ok = offs_d < HEAD_DIM
     kv_mask = k_ok[:, None] & d_ok[None, :]
-    k = tl.load(_rows(K + kv_head * stride_kh, k_start, stride_kt, BLOCK_M, offs_d, False), mask=kv_mask, other=0.0)
-    v = tl.load(_rows(V + kv_head * stride_vh, k_start, stride_vt, BLOCK_M, offs_d, False), mask=kv_mask, other=0.0)
+    k = tl.load(_rows(K + kv_head * stride_kh, k_start, stride_kt, BLOCK_M, offs_d, False, I64), mask=kv_mask, other=0.0)
+    v = tl.load(_rows(V + kv_head * stride_vh, k_start, stride_vt, BLOCK_M, offs_d, False, I64), mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -120,21 +120,21 @@ def _dkdv_kernel(
             dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
             stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
             0, tl.minimum(first_full, n_tiles), scale, scale_log2, window,
-            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ)
+            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ, I64)
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
             stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
             first_full, end_full, scale, scale_log2, window,
-            BLOCK_N, WINDOWED, False, UPCAST, IEEE, ATOMIC_DQ)
+            BLOCK_N, WINDOWED, False, UPCAST, IEEE, ATOMIC_DQ, I64)
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, Q, DO, LSE, DELTA, DQ, head, stride_qt, stride_qh, stride_dot, stride_doh,
             stride_dqt, stride_dqh, total, offs_k, k_ok, k_end, offs_d, d_ok, q_lo, q_hi,
             end_full, n_tiles, scale, scale_log2, window,
-            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ)
+            BLOCK_N, WINDOWED, True, UPCAST, IEEE, ATOMIC_DQ, I64)
 
-    tl.store(_rows(DK + kv_head * stride_dkh, k_start, stride_dkt, BLOCK_M, offs_d, False),
+    tl.store(_rows(DK + kv_head * stride_dkh, k_start, stride_dkt, BLOCK_M, offs_d, False, I64),
              (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(_rows(DV + kv_head * stride_dvh, k_start, stride_dvt, BLOCK_M, offs_d, False),
+    tl.store(_rows(DV + kv_head * stride_dvh, k_start, stride_dvt, BLOCK_M, offs_d, False, I64),
              dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
@@ -143,6 +143,7 @@ def _dq_tiles(
     dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
     offs_m, row_ok, offs_d, d_ok, lo, hi, first, last, scale_log2, window,
     BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    I64: tl.constexpr,
 ):
     """Accumulate dq of the owned queries over key tiles first..last-1 (aligned at lo), as in the forward pass."""
     for t in range(first, last):
@@ -152,8 +153,8 @@ def _dq_tiles(
             kv_mask = (offs_n < hi)[None, :] & d_ok[:, None]
         else:
             kv_mask = d_ok[:, None]
-        kt = tl.load(_rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True), mask=kv_mask, other=0.0)
-        vt = tl.load(_rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, True), mask=kv_mask, other=0.0)
+        kt = tl.load(_rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True, I64), mask=kv_mask, other=0.0)
+        vt = tl.load(_rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, True, I64), mask=kv_mask, other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
             vt = vt.to(tl.float32)
@@ -174,7 +175,7 @@ def _dq_kernel(
     total, scale, scale_log2, window,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, I64: tl.constexpr,
 ):
     item = tl.program_id(0)
     head = tl.program_id(1)
@@ -192,8 +193,8 @@ def _dq_kernel(
     row_ok = offs_m < q_end
     d_ok = offs_d < HEAD_DIM
     qo_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False), mask=qo_mask, other=0.0)
-    do = tl.load(_rows(DO + head * stride_doh, q_start, stride_dot, BLOCK_M, offs_d, False), mask=qo_mask, other=0.0)
+    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False, I64), mask=qo_mask, other=0.0)
+    do = tl.load(_rows(DO + head * stride_doh, q_start, stride_dot, BLOCK_M, offs_d, False, I64), mask=qo_mask, other=0.0)
     lse = tl.load(LSE + head * total + offs_m, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + head * total + offs_m, mask=row_ok, other=0.0)
     if UPCAST:
@@ -210,14 +211,14 @@ def _dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,
-                   BLOCK_N, WINDOWED, True, UPCAST, IEEE)
+                   BLOCK_N, WINDOWED, True, UPCAST, IEEE, I64)
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, first_full, end_full, scale_log2, window,
-                   BLOCK_N, WINDOWED, False, UPCAST, IEEE)
+                   BLOCK_N, WINDOWED, False, UPCAST, IEEE, I64)
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, end_full, n_tiles, scale_log2, window,
-                   BLOCK_N, WINDOWED, True, UPCAST, IEEE)
-    tl.store(_rows(DQ + head * stride_dqh, q_start, stride_dqt, BLOCK_M, offs_d, False),
+                   BLOCK_N, WINDOWED, True, UPCAST, IEEE, I64)
+    tl.store(_rows(DQ + head * stride_dqh, q_start, stride_dqt, BLOCK_M, offs_d, False, I64),
              (dq * scale).to(DQ.dtype.element_ty), mask=qo_mask)
 
 
@@ -238,13 +239,13 @@ def attention_backward(q, k, v, out, lse, do, cu_seqlens, max_seqlen, window, sc
     if total == 0:
         return dq, dk, dv
     common = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, WINDOWED=window is not None,
-                  UPCAST=INTERPRETED, IEEE=q.dtype == torch.float32)
+                  UPCAST=INTERPRETED, IEEE=q.dtype == torch.float32, I64=needs_i64(q))
 
     delta = torch.empty_like(lse)
     block_t = 64
     _delta_kernel[(triton.cdiv(total, block_t), num_q_heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), total,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_T=block_t)
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_T=block_t, I64=common["I64"])
 
     work = tile_schedule(cu_seqlens, block_m, total, max_seqlen)
     dq_acc = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if not deterministic else dq

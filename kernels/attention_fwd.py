@@ -51,13 +51,14 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _rows(base, start, stride_t, BLOCK: tl.constexpr, offs_d, TRANSPOSE: tl.constexpr):
+def _rows(base, start, stride_t, BLOCK: tl.constexpr, offs_d, TRANSPOSE: tl.constexpr, I64: tl.constexpr):
     """Pointers to rows start..start+BLOCK-1 of a [T, D] head slice: [BLOCK, D], or [D, BLOCK] transposed.
 
-    The row offset is added once as a 64-bit scalar (row * stride passes 2**31 at long context); per-element
-    offsets stay 32-bit, which keeps registers free (64-bit index tiles made ptxas spill)."""
-    base = base + start.to(tl.int64) * stride_t
-    r = tl.arange(0, BLOCK)
+    Offsets are 32-bit unless I64 (set by the launcher when T * row stride reaches 2**31): 64-bit index tiles
+    cost registers, and ptxas spilled with them at D = 128."""
+    r = start + tl.arange(0, BLOCK)
+    if I64:
+        r = r.to(tl.int64)
     if TRANSPOSE:
         return base + r[None, :] * stride_t + offs_d[:, None]
     else:
@@ -80,13 +81,14 @@ def _fwd_tiles(
     acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
     offs_m, row_ok, offs_d, d_ok, lo, hi, first, last, scale_log2, window,
     BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    I64: tl.constexpr,
 ):
     """Online-softmax update over key tiles first..last-1 (aligned at lo); MASKED only for edge tiles."""
     for t in range(first, last):
         start_n = lo + t * BLOCK_N
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kt_ptrs = _rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True)
-        v_ptrs = _rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, False)
+        kt_ptrs = _rows(K + kv_head * stride_kh, start_n, stride_kt, BLOCK_N, offs_d, True, I64)
+        v_ptrs = _rows(V + kv_head * stride_vh, start_n, stride_vt, BLOCK_N, offs_d, False, I64)
         if MASKED:
             n_ok = offs_n < hi
             kt = tl.load(kt_ptrs, mask=n_ok[None, :] & d_ok[:, None], other=0.0)
@@ -121,7 +123,7 @@ def _fwd_kernel(
     total, num_q_heads, scale_log2, window,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, COUNT: tl.constexpr,
+    WINDOWED: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, COUNT: tl.constexpr, I64: tl.constexpr,
 ):
     item = tl.program_id(0)
     head = tl.program_id(1)
@@ -138,7 +140,7 @@ def _fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < q_end
     d_ok = offs_d < HEAD_DIM
-    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False),
+    q = tl.load(_rows(Q + head * stride_qh, q_start, stride_qt, BLOCK_M, offs_d, False, I64),
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -160,22 +162,27 @@ def _fwd_kernel(
     acc, l_i, m_i, visits = _fwd_tiles(
         acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
         offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,
-        BLOCK_N, WINDOWED, True, UPCAST, IEEE)
+        BLOCK_N, WINDOWED, True, UPCAST, IEEE, I64)
     acc, l_i, m_i, visits = _fwd_tiles(
         acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
         offs_d, d_ok, lo, hi, first_full, end_full, scale_log2, window,
-        BLOCK_N, WINDOWED, False, UPCAST, IEEE)
+        BLOCK_N, WINDOWED, False, UPCAST, IEEE, I64)
     acc, l_i, m_i, visits = _fwd_tiles(
         acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh, offs_m, row_ok,
         offs_d, d_ok, lo, hi, end_full, n_tiles, scale_log2, window,
-        BLOCK_N, WINDOWED, True, UPCAST, IEEE)
+        BLOCK_N, WINDOWED, True, UPCAST, IEEE, I64)
 
     acc = acc / l_i[:, None]
-    tl.store(_rows(O + head * stride_oh, q_start, stride_ot, BLOCK_M, offs_d, False),
+    tl.store(_rows(O + head * stride_oh, q_start, stride_ot, BLOCK_M, offs_d, False, I64),
              acc.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE + head * total + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
     if COUNT:
         tl.store(VISITS + item * num_q_heads + head, visits)
+
+
+def needs_i64(q: torch.Tensor) -> bool:
+    """Whether row * row stride can reach 2**31 (rows past T included: masked tiles still form their pointers)."""
+    return (q.shape[0] + 256) * q.stride(0) >= 2**31
 
 
 def attention_forward(q, k, v, cu_seqlens, max_seqlen, window, scale, *, block_m=None, out=None, count_tiles=False):
@@ -199,6 +206,6 @@ def attention_forward(q, k, v, cu_seqlens, max_seqlen, window, scale, *, block_m
         total, num_q_heads, scale * LOG2E, window or 0,
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
         BLOCK_M=block_m, WINDOWED=window is not None, UPCAST=INTERPRETED, IEEE=q.dtype == torch.float32,
-        COUNT=count_tiles,
+        COUNT=count_tiles, I64=needs_i64(q),
     )
     return out, lse, (visits if count_tiles else None)

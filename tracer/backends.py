@@ -157,7 +157,7 @@ class MonitoringBackend(_Backend):
         self.tid = threading.get_ident()
         mon = sys.monitoring
         E = mon.events
-        for tool in (mon.PROFILER_ID, 4, 3, 1, 0, mon.DEBUGGER_ID):
+        for tool in (4, 3, mon.PROFILER_ID, 5, mon.COVERAGE_ID, mon.DEBUGGER_ID):  # unassigned ids first
             try:
                 mon.use_tool_id(tool, "cwm-tracer")
             except ValueError:

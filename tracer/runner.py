@@ -139,10 +139,14 @@ def run_pytest(job, out, watchdog):
             except (AttributeError, TypeError):
                 yield   # not a Python function (a doctest, a YAML item): run it untraced
                 return
-            source = "".join(linecache.getlines(code.co_filename))
             origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None}
             session = Session(config, out.record, entry_code=code, entry_origin=origin)
-            session.recorder.entry_context = (source, session.backend.info(code).def_line - 1)
+            info = session.backend.info(code)
+            if not info:
+                yield   # the test itself is outside the traced scope (--include/--exclude): nothing to trace
+                return
+            source = "".join(linecache.getlines(code.co_filename))
+            session.recorder.entry_context = (source, info.def_line - 1)
             watchdog.recorder = session.recorder
             session.start(on_timeout=lambda: _timed_out(out))
             try:

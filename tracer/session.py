@@ -47,7 +47,14 @@ class Session:
             self._timer.daemon = True
             self._timer.start()
         values.install_alarm()
-        self.backend.start(rec)
+        try:
+            self.backend.start(rec)
+        except RuntimeError:    # every sys.monitoring tool id taken (coverage, a debugger...): settrace still works
+            if self.config.backend != "auto":
+                raise
+            self.backend = backends.SettraceBackend(self.backend.scope)
+            rec.backend_name = self.backend.name
+            self.backend.start(rec)
 
     def stop(self):
         self.backend.stop()

@@ -82,9 +82,10 @@ class Sandbox:
         raise NotImplementedError
 
     def read_file(self, path: str) -> str | None:
-        """The file's text (relative paths are under the repo), or None when it cannot be read."""
+        """The file's text (relative paths are under the repo), or None when it cannot be read whole."""
         r = self.exec(f"cat -- {shlex.quote(path)}", 30)
-        return r.output if r.exit_code == 0 else None
+        too_big = len(r.output.encode()) >= self.limits.max_output_bytes
+        return r.output if r.exit_code == 0 and not too_big else None
 
     def write_file(self, path: str, content: str) -> str | None:
         """Write `content` (creating parent folders); None on success, else the error text."""

@@ -16,12 +16,14 @@ from cwm.rl.rollout import Trajectory
 
 class RolloutProducer:
     def __init__(self, make_batch: Callable[[int], list[Trajectory]], sync: Callable[[], None], max_staleness: int,
-                 first_batch: int = 0):
-        """make_batch(i) samples the i-th batch with the generator's current weights; sync() loads pushed ones."""
+                 first_batch: int = 0, end_batch: int | None = None):
+        """make_batch(i) samples the i-th batch with the generator's current weights; sync() loads pushed ones.
+        Batches first_batch .. end_batch - 1 are made (no end: until closed)."""
         self.make_batch = make_batch
         self.sync = sync
         self.max_staleness = max_staleness
         self._next = first_batch
+        self._end = end_batch
         self._learner_version = first_batch
         self._cond = threading.Condition()
         self._queue: queue.Queue = queue.Queue()
@@ -34,7 +36,7 @@ class RolloutProducer:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and (self._end is None or self._next < self._end):
                 with self._cond:
                     self._cond.wait_for(lambda: self._stop.is_set()
                                         or self._learner_version >= self._next - self.max_staleness)

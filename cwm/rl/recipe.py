@@ -20,7 +20,6 @@ from pathlib import Path
 
 import yaml
 
-from cwm.rl.generate import SamplingConfig
 from cwm.train import OptimConfig
 from cwm.rl.grpo import GRPOConfig
 from cwm.rl.rollout import RolloutConfig

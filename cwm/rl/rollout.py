@@ -82,7 +82,7 @@ def rollout(envs: list[Env], generator: Generator, chat: ChatFormat, cfg: Rollou
                                         logprobs=[0.0] * len(ids), version=generator.version))
             live = [i for i, t in enumerate(trajs) if _fits(t, cfg)]
             for i in set(range(len(trajs))) - set(live):
-                trajs[i].info["outcome"] = "token_limit"
+                trajs[i].info["outcome"] = "prompt_too_long"  # never sampled: not the policy's doing
             for _ in range(cfg.max_turns):
                 if not live:
                     break

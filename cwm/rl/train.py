@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -29,6 +28,10 @@ from cwm.rl.learner import backward_batch, select
 from cwm.rl.producer import RolloutProducer
 from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
+
+
+# Episodes that end without the policy having had a fair turn: neither trained on nor counted in the rewards.
+VOID_OUTCOMES = ("sandbox_error", "prompt_too_long")
 
 
 def build_envs(specs: list[EnvSpec], say=print) -> tuple[list[EnvFactory], list[float]]:
@@ -93,7 +96,8 @@ def _gather(obj):
 def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]:
     """Rewards over every sampled trajectory (all ranks); loss statistics over the trained tokens."""
     n = max(1, len(rows))
-    m = {"mean_reward": sum(r["reward"] for r in rows) / n, "pass_rate": sum(r["passed"] for r in rows) / n}
+    m = {"mean_reward": sum(r["reward"] for r in rows) / n if rows else None,
+         "pass_rate": sum(r["passed"] for r in rows) / n if rows else None}
     for name in sorted({r["env"] for r in rows}):
         mine = [r for r in rows if r["env"] == name]
         m[f"pass_rate/{name}"] = sum(r["passed"] for r in mine) / len(mine)
@@ -109,7 +113,7 @@ def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]
     m["clip_frac"] = totals["clipped_tokens"] / tokens if tokens else 0.0
     m["entropy"] = totals["entropy_sum"] / tokens if tokens else None  # exact, over the trained tokens
     m["trained_tokens"] = tokens
-    for key in ("trained_trajectories", "skipped_groups", "dropped_stale", "sandbox_errors", "loss"):
+    for key in ("trained_trajectories", "skipped_groups", "dropped_stale", "void", "loss"):
         m[key] = totals[key]
     return m
 
@@ -134,6 +138,9 @@ def _row(t: Trajectory, version: int) -> dict:
 
 def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     """Run the recipe to `recipe.steps`, resuming from the newest checkpoint in `{out}/checkpoints`."""
+    if not Path(recipe.init, "config.json").exists():
+        raise RecipeError(f"init {recipe.init}: no exported model there; run the mid-training demo first "
+                          "(make demo writes runs/demo/hf) or set `init:` to an HF model folder")
     from transformers import AutoModelForCausalLM
 
     from cwm.data.tokenizer import load_tokenizer
@@ -146,9 +153,6 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
         torch.set_num_threads(recipe.cpu_threads)
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed + rank)
-    if not Path(recipe.init, "config.json").exists():
-        raise RecipeError(f"init {recipe.init}: no exported model there; run the mid-training demo first "
-                          "(make demo writes runs/demo/hf) or set `init:` to an HF model folder")
     tokenizer = load_tokenizer(recipe.init)
     model = AutoModelForCausalLM.from_pretrained(recipe.init, dtype=torch.float32, attn_implementation="sdpa")
     config = model.config
@@ -201,7 +205,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     producer = RolloutProducer(
         lambda i: rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,
                                  recipe.rollout, first_group_id=i * recipe.groups_per_step),
-        generator.sync, max_staleness, first_batch=start).start()
+        generator.sync, max_staleness, first_batch=start, end_batch=recipe.steps).start()
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         _drop_metrics_after(out / "metrics.jsonl", start)
@@ -212,15 +216,16 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             t0 = time.monotonic()
             fresh, stale = producer.get(learner_version=step)
             t1 = time.monotonic()
-            broken = [t for t in fresh if t.info.get("outcome") == "sandbox_error"]  # not the policy's doing
-            batch = select([t for t in fresh if t.info.get("outcome") != "sandbox_error"], recipe.grpo)
+            void = [t for t in fresh if t.info.get("outcome") in VOID_OUTCOMES]
+            fresh = [t for t in fresh if t.info.get("outcome") not in VOID_OUTCOMES]
+            batch = select(fresh, recipe.grpo)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and mesh is None):
                 totals = backward_batch(model, batch, recipe.grpo, pad_id=tokenizer.pad_token_id,
                                         temperature=temperature, micro_batch_tokens=recipe.micro_batch_tokens,
                                         ref_model=ref_model)
             totals.update(trained_trajectories=len(batch.trajectories), skipped_groups=batch.skipped_groups,
-                          dropped_stale=len(stale), sandbox_errors=len(broken))
+                          dropped_stale=len(stale), void=len(void))
             rows = [_row(t, step) for t in fresh + stale]
             gathered = _gather((rows, totals))
             rows = [r for rs, _ in gathered for r in rs]
@@ -239,9 +244,9 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
                 log.write(json.dumps(m) + "\n")
                 log.flush()
                 if progress:
-                    print(f"cwm-rl: step {step + 1}/{recipe.steps} reward {m['mean_reward']:+.3f} "
-                          f"pass {m['pass_rate']:.3f} len {m['response_len']:.1f} clip {m['clip_frac']:.3f} "
-                          f"stale {m['staleness']:.2f}", flush=True)
+                    print(f"cwm-rl: step {step + 1}/{recipe.steps} reward {m['mean_reward'] or 0:+.3f} "
+                          f"pass {m['pass_rate'] or 0:.3f} len {m['response_len']:.1f} clip {m['clip_frac']:.3f} "
+                          f"stale {m['staleness']:.2f} void {m['void']}", flush=True)
             if recipe.checkpoint_every and (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
                 checkpoint.save(out / "checkpoints", step + 1, model, optimizer, scheduler, sampler)
     finally:

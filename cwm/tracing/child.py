@@ -2,7 +2,8 @@
 
 The child writes one finished trace per line to `out`, then `{"event": "end", "status": ...}`. A child that dies
 before "end" (hard timeout, segfault, os._exit, out of memory) keeps the traces it flushed; the parent adds one
-record for the entry with outcome "timeout" or "crashed", so no unit ever vanishes without a record.
+record for the entry with outcome "timeout" or "crashed" (unless the entry's own trace was flushed before the
+death: then that trace stands and only the unit's status says what happened), so no unit vanishes without a record.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def run_unit(unit: Unit, *, target: TargetPython, tracer_path: Path, root: Path 
     if status is None:
         status = "timeout" if result.timed_out else "crashed"
         detail = _death_reason(result.returncode, result.stderr)
-        records.append(dead_child_record(unit, target, origin, status, result.wall_s))
+        if not any((r.get("origin") or {}).get("kind") == unit.origin["kind"] for r in records):
+            records.append(dead_child_record(unit, target, origin, status, result.wall_s))
     elif status == "error":   # the test did not even run (collection, setup): pytest printed why
         detail = _last_words(result.stdout + "\n" + result.stderr)
     return UnitResult(unit, records, status, result.wall_s, result.isolation, detail)

@@ -129,3 +129,18 @@ def test_order_is_seeded_and_interleaves_operators():
 
 def test_syntax_error_file_has_no_candidates():
     assert mutate.candidates("bad.py", "def f(:\n") == []
+
+
+def test_near_identical_tasks_are_detected():
+    from cwm.forager.tasks import Task, _near_duplicate
+
+    def task(function: str, line: str, f2p: list[str]) -> Task:
+        original = "def f(a, b):\n    return a + b\n"
+        return Task(id=line, kind="mutate-fix", repo="r", commit=None, image="i", statement="", fail_to_pass=f2p,
+                    pass_to_pass=[], mutation={"operator": "x", "path": "m.py", "line": 2, "function": function},
+                    start_files={"m.py": f"def f(a, b):\n    {line}\n"}, fix_files={"m.py": original})
+
+    a = task("f", "return a - b", ["t1"])
+    assert _near_duplicate(a, task("f", "return a  -  b", ["t1"]))      # same change, other spacing
+    assert not _near_duplicate(a, task("f", "return a * b", ["t1", "t2"]))  # other failing tests
+    assert not _near_duplicate(a, task("g", "return a - b", ["t1"]))       # other function

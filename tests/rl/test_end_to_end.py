@@ -49,7 +49,8 @@ def test_demo_recipe_runs_resumes_exports_and_reloads(tmp_path, capsys):
     task_file, no_docker = _docker_task_file(tmp_path)
 
     recipe = yaml.safe_load((REPO / "cwm/rl/recipes/demo.yaml").read_text())
-    recipe.update(init=str(tmp_path / "init"), out=str(tmp_path / "rl"), cpu_threads=1)
+    recipe.update(init=str(tmp_path / "init"), out=str(tmp_path / "rl"), cpu_threads=1, group_size=2)
+    recipe["rollout"]["sampling"]["max_new_tokens"] = 16
     envs = {e["kind"]: e for e in recipe["envs"]}
     envs["output_prediction"]["shards"] = str(tmp_path / "traces")
     envs["codegen"]["tasks"] = str(REPO / envs["codegen"]["tasks"])

@@ -5,7 +5,7 @@ from cwm.forager.agent import EpisodeConfig, ToolCall, format_tool_call
 from cwm.forager.sandbox import LABEL, DockerSandbox
 from cwm.rl.envs.swe import SWETasks
 from cwm.rl.rollout import ChatFormat, RolloutConfig, rollout
-from rl_helpers import ScriptedGenerator, demo_swe_task, small_tokenizer
+from rl_helpers import ScriptedGenerator, demo_swe_task
 
 pytestmark = pytest.mark.docker
 

@@ -115,8 +115,8 @@ def hostile(tmp_path_factory, target_python, listening_port):
     (project / "tests" / "test_hostile.py").write_text(
         f"OUTSIDE = {[str(p) for p in outside]!r}\nPORT = {port}\n" + textwrap.dedent(HOSTILE))
     out = tmp / "traces"
-    proc = cli(project, "-o", out, "--workers", "2", "--python", target_python, "--timeout", "4",
-               "--memory-mb", "400", "--max-procs", "32")
+    proc = cli(project, "-o", out, "--workers", "2", "--python", target_python, "--timeout", "3",
+               "--memory-mb", "400", "--max-procs", "32", "--no-function-episodes")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(line) for line in (out / "units.jsonl").read_text().splitlines()]
     return SimpleNamespace(statuses={k.split("::")[-1]: v for k, v in unit_statuses(out).items()},

@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -39,12 +40,14 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 
 def untraced_outcomes(python: str, root: Path, nodeids: list[str] | None = None) -> dict[str, str]:
-    """The oracle: each test's outcome in a plain pytest run of the project, no tracer anywhere."""
+    """The oracle: each test's outcome in a plain `python -m pytest` run in the project, no tracer anywhere.
+    It runs in a copy, so whatever the project's plugins write (.benchmarks, caches) stays out of the repo."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "outcomes.json"
+        copy, out = Path(tmp) / root.name, Path(tmp) / "outcomes.json"
+        shutil.copytree(root, copy)
         env = {**os.environ, "PYTHONPATH": str(HERE), "CWM_OUTCOMES": str(out), "PYTHONDONTWRITEBYTECODE": "1"}
         subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "outcome_plugin",
-                        "--rootdir", str(root), *(nodeids or [])], cwd=root, env=env, capture_output=True,
+                        "--rootdir", str(copy), *(nodeids or [])], cwd=copy, env=env, capture_output=True,
                        timeout=240)
         return json.loads(out.read_text())
 

@@ -48,3 +48,24 @@ def test_ids_are_stable_hex_and_ignore_time(here, backend):
     assert first[0]["id"] == second[0]["id"] and re.fullmatch(r"[0-9a-f]{32}", first[0]["id"])
     other = trace_call(_spin, 6, config=_config(here, backend))
     assert other[0]["id"] != first[0]["id"]
+
+
+def test_hooks_are_given_back(here, backend):
+    """After tracing, the interpreter's hooks are as they were: a previous trace function is restored and the
+    sys.monitoring tool id is free again."""
+    import sys
+
+    previous = []
+
+    def outer(frame, event, arg):
+        previous.append(event)
+        return None
+
+    sys.settrace(outer)
+    try:
+        trace_call(_spin, 3, config=_config(here, backend))
+        assert sys.gettrace() is outer
+    finally:
+        sys.settrace(None)
+    if sys.version_info >= (3, 12):
+        assert all(sys.monitoring.get_tool(i) is None for i in range(6))

@@ -16,7 +16,7 @@ STEPS = 12
 
 
 def _torchrun(recipe: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    argv = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-port", "0",
+    argv = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
             str(ROOT / "cwm/train.py"), "--recipe", str(recipe), "--out", str(out),
             "--training.steps", str(STEPS), "--optim.lr", "5e-3", "--optim.warmup_steps", "2", "--log.every", "1",
             "--log.tensorboard", "false", *extra]
