@@ -108,6 +108,41 @@ def _cgroup_layout() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _has_pdeathsig() -> bool:
+    try:
+        return subprocess.run(["setpriv", "--pdeathsig", "KILL", "--", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _sweep_orphan_cgroups() -> None:
+    """Remove cgroups left by jail owners that died without closing them (their name carries the owner's pid)."""
+    for parent in (CGROUP_ROOT, CGROUP_ROOT / "pids", CGROUP_ROOT / "memory"):
+        for path in parent.glob("cwm-jail-*-*"):
+            owner = path.name.split("-")[2]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            try:
+                for pid in (path / "cgroup.procs").read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+                path.rmdir()
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 class Jail:
     """One jail: a cgroup (where possible) that every process started through it joins, plus namespaces and rlimits.
 
@@ -118,7 +153,9 @@ class Jail:
         self.limits = limits
         self._cgroups: list[Path] = []
         layout = _cgroup_layout()
-        name = f"cwm-jail-{uuid.uuid4().hex[:12]}"
+        if layout:
+            _sweep_orphan_cgroups()
+        name = f"cwm-jail-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         if layout == "v2":
             self._make_cgroup(CGROUP_ROOT / name, {"pids.max": limits.max_procs,
                                                   "memory.max": _mb(limits.memory_mb)})
@@ -149,8 +186,10 @@ class Jail:
     def argv(self, argv: list[str]) -> list[str]:
         """`argv` wrapped so that it runs inside this jail."""
         lim = self.limits
-        wrapped = list(_namespace_prefix())
-        if lim.network and wrapped:
+        # The parent-death signal makes the jail die with the process that opened it, even by SIGKILL.
+        wrapped = ["setpriv", "--pdeathsig", "KILL", "--"] if _has_pdeathsig() else []
+        wrapped += _namespace_prefix()
+        if lim.network and "--net" in wrapped:
             wrapped.remove("--net")
         rlimits = ["--core=0"]
         if lim.memory_mb:

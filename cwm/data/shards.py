@@ -22,8 +22,6 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import webdataset as wds
-
 SCHEMA = "cwm.shards/1"
 MANIFEST = "manifest.json"
 
@@ -54,7 +52,7 @@ class ShardWriter:
         self._next_index = self._first_free_index()
         self._tmp_path: Path | None = None
         self._file = None
-        self._tar: wds.TarWriter | None = None
+        self._tar = None  # a webdataset.TarWriter while a shard is open
         self._samples = 0
         self._groups: list[str] = []
 
@@ -112,6 +110,8 @@ class ShardWriter:
         name = f"{self.prefix}-{self._next_index:06d}.tar"
         self._next_index += 1
         self._tmp_path = self.out_dir / (name + ".tmp")
+        import webdataset as wds  # imports torch: paid only by runs that write
+
         self._file = open(self._tmp_path, "wb")
         self._tar = wds.TarWriter(self._file)
         self._samples = 0

@@ -61,3 +61,20 @@ def test_large_file_is_cut(tmp_path):
     r = run_jailed(py("open('big', 'wb').write(b'x' * (64 << 20))"), cwd=tmp_path, limits=LIMITS)
     assert r.returncode != 0
     assert not (tmp_path / "big").exists() or (tmp_path / "big").stat().st_size <= 16 << 20
+
+
+def test_jail_dies_with_its_owner(tmp_path):
+    """A parent killed with SIGKILL (no cleanup runs) takes its jailed processes with it."""
+    tag = f"orphan-{os.getpid()}"
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from cwm.jail import Jail, Limits\n"
+        f"j = Jail(Limits()); j.popen(['sh', '-c', 'sleep 300', {tag!r}]); print('up', flush=True); time.sleep(300)")],
+        stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "up"
+    subprocess.run(["sleep", "0.3"])
+    assert subprocess.run(["pgrep", "-f", tag], capture_output=True).stdout, "jailed process did not start"
+    owner.kill()
+    owner.wait()
+    subprocess.run(["sleep", "0.5"])
+    left = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True).stdout.split()
+    assert left == [], f"jailed processes outlived their owner: {left}"

@@ -87,4 +87,6 @@ def test_export_holds_the_trained_weights_and_generates(runs):
     text = tok.decode(generated[0][prompt["input_ids"].shape[1]:])
     print("generated:", repr(text))
     assert generated.shape[1] > prompt["input_ids"].shape[1]
-    assert any(word in text for word in ("def", "return", "for", "range", "total"))  # it learnt the corpus words
+    words = text.split()
+    corpus_words = {"def", "return", "for", "in", "range", "if", "else", "x", "y", "total", "+", "=", "(", ")", ":"}
+    assert words and sum(w in corpus_words for w in words) >= len(words) / 2  # it writes the corpus' words
