@@ -153,11 +153,11 @@ def pair_count(sorted_values, target):
 
 def contest_suite():
     """Solutions run on contest-sized inputs: big inputs that stay the same while small variables change."""
-    values = [(i * 7919) % 1009 for i in range(3000)]
-    queries = [(i, i + 50) for i in range(0, 600, 3)]
-    text = "".join(chr(97 + (i * i) % 26) for i in range(400))
+    values = [(i * 7919) % 1009 for i in range(2000)]
+    queries = [(i, i + 50) for i in range(0, 300, 3)]
+    text = "".join(chr(97 + (i * i) % 26) for i in range(300))
     return [
-        prefix_queries(values[:700], queries),
+        prefix_queries(values[:400], queries),
         longest_unique_run(text),
-        pair_count(sorted(values), 1000),
+        pair_count(sorted(values[:500]), 1000),
     ]

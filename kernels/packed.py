@@ -14,8 +14,9 @@ import torch
 from kernels.sdpa import packed_attention_sdpa
 
 
-def check_inputs(q, k, v, cu_seqlens, window) -> None:
-    """One clear error per malformed input, before any kernel runs."""
+def check_inputs(q, k, v, cu_seqlens, max_seqlen, window) -> None:
+    """One clear error per malformed input, before any kernel runs. On a GPU, max_seqlen must not be below the
+    longest document (it bounds the tile work list) and is trusted, like cu_seqlens, without a host sync."""
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
         raise ValueError(f"q, k, v must be [T, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
@@ -26,10 +27,15 @@ def check_inputs(q, k, v, cu_seqlens, window) -> None:
         raise ValueError(f"cu_seqlens must be a 1-D int32 tensor [n_docs + 1]; got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1 (keys seen per query, itself included) or None; got {window}")
-    if not cu_seqlens.is_cuda:  # on a GPU this check would cost a host sync per call
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device == cu_seqlens.device):
+        raise ValueError(f"q, k, v, cu_seqlens must share a device (and q, k, v a dtype); got "
+                         f"{q.dtype}/{k.dtype}/{v.dtype} on {q.device}/{k.device}/{v.device}/{cu_seqlens.device}")
+    if not cu_seqlens.is_cuda:  # on a GPU these checks would cost a host sync per call
         cu = cu_seqlens.tolist()
         if cu[0] != 0 or cu[-1] != q.shape[0] or any(b < a for a, b in zip(cu, cu[1:])):
             raise ValueError(f"cu_seqlens must rise from 0 to T={q.shape[0]}; got {cu[:4]}...{cu[-2:]}")
+        if max_seqlen < max(b - a for a, b in zip(cu, cu[1:])):
+            raise ValueError(f"max_seqlen={max_seqlen} is shorter than the longest document in cu_seqlens")
 
 
 def default_scale(head_dim: int, scale: float | None) -> float:
@@ -67,7 +73,7 @@ def packed_attention(q, k, v, cu_seqlens, max_seqlen, window=None, scale=None, *
     `deterministic` computes dq in its own pass instead of with atomics (bitwise reproducible gradients).
     `backend`: "auto" (Triton on CUDA, else "torch"), "triton" (on CPU: needs TRITON_INTERPRET=1) or "torch".
     """
-    check_inputs(q, k, v, cu_seqlens, window)
+    check_inputs(q, k, v, cu_seqlens, max_seqlen, window)
     scale = default_scale(q.shape[-1], scale)
     if backend == "auto":
         backend = "triton" if q.is_cuda else "torch"

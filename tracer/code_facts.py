@@ -17,7 +17,6 @@ import sys
 import weakref
 
 CO_OPTIMIZED = 0x0001
-CO_NEWLOCALS = 0x0002
 
 # opcode name -> (values popped, values pushed, stack depth it needs to be there already). Only these are inert.
 _INERT = {

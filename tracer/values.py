@@ -5,12 +5,15 @@ walked here rather than by `repr`, so a million-element list costs `budget` char
 text is exactly the prefix `repr` would give. A user `__repr__` that raises, recurses without end or runs longer than
 `REPR_TIMEOUT_S` is replaced by a placeholder naming the type.
 
-The change detector (tracer/recorder.py) needs two facts about a value, both answered here:
-- `is_atomic(v)`: v is an immutable builtin whose repr can never change while it is the same object, so holding a
-  reference to it is harmless (no `__del__`, no weakrefs) and identity proves the repr unchanged.
-- `witness(v)` / `still_same(v, w)`: for a builtin list/tuple/dict/set of atomics, the element objects that its (cut)
-  repr was made of. If the container still holds the same element objects, its repr is the same: checking that is a
-  C-speed identity scan instead of a new repr.
+`describe(value, budget)` gives the change detector (tracer/recorder.py) the text plus a proof it can check later
+far cheaper than a new repr:
+- ATOM: an immutable builtin (int, str, tuple of those...) whose repr never changes while it is the same object;
+  holding a reference to it is harmless (no `__del__`, no weakrefs), and identity proves the repr unchanged.
+- WITNESS: for a builtin list/tuple/dict/set, the objects its (cut) text was made of: atoms, nested witnesses, and
+  objects with a fixed repr. `still_same(v, w)` is an identity scan, mostly in C.
+- DEFAULT: an object whose repr is a fixed function of its id and names (object's, a class's, a function's).
+- OTHER: a user `__repr__`: only a new repr can tell.
+Flat containers of numbers or short strings are rendered by C's repr on the slice that the budget can show.
 """
 import signal
 import threading
@@ -20,7 +23,6 @@ from operator import is_
 
 TRUNCATION_MARKER = "...<cut>"
 REPR_TIMEOUT_S = 0.5
-WITNESS_MAX = 512          # containers with more elements than this in their shown prefix are simply re-repr'd
 
 _ATOMIC_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range})
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset})

@@ -7,7 +7,8 @@ document) and, optionally, the FlashAttentionKwargs `cu_seq_lens_q/cu_seq_lens_k
 No mask function is registered on purpose: for an implementation missing from `AttentionMaskInterface`,
 transformers' `create_causal_mask` returns None at once, so no dense T x T mask is ever built. Document
 boundaries come from cu_seqlens (or position_ids), and each layer's window from the `sliding_window` kwarg that
-`CwmAttention` passes (None on full-attention layers).
+`CwmAttention` passes (None on full-attention layers). On a GPU pass cu_seq_lens and max_length (see
+`model_inputs`): deriving them from position_ids costs a host sync in every layer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> tuple[torch.Tens
     total = torch.tensor([batch * seq], device=idx.device, dtype=idx.dtype)
     cu = torch.cat([idx, total]).to(torch.int32)
     return cu, int((cu[1:] - cu[:-1]).max())
+
+
+def model_inputs(batch: dict) -> dict:
+    """Keyword arguments for a "cwm_packed" model from a `cwm.data.packing.make_batch` batch (labels included)."""
+    cu, max_len = batch["cu_seqlens"], int(batch["max_seqlen"])
+    return {
+        "input_ids": batch["input_ids"], "labels": batch["labels"], "position_ids": batch["position_ids"],
+        "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max_len, "max_length_k": max_len,
+    }
 
 
 def packed_attention_forward(

@@ -43,14 +43,19 @@ def test_packed_row_logits_equal_per_document_logits(models_and_docs, monkeypatc
             pytest.skip("no CUDA and kernels not in interpreter mode: run tests/kernels on its own")
     packed, eager, docs = models_and_docs
     monkeypatch.setattr(attention, "BACKEND", backend)
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"  # compiled kernels need CUDA
     row_len = sum(LENGTHS) + 3  # the row ends in a padding document of its own
     batch = make_batch([Document(d.tolist()) for d in docs], row_len, pad_id=0)
-    kwargs = dict(input_ids=batch["input_ids"], position_ids=batch["position_ids"])
     if boundaries == "cu_seq_lens":
-        cu = batch["cu_seqlens"]
-        kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"], max_length_k=batch["max_seqlen"])
-    with torch.no_grad():
-        logits = packed(**kwargs).logits[0, : sum(LENGTHS)]
+        kwargs = attention.model_inputs(batch)
+    else:
+        kwargs = dict(input_ids=batch["input_ids"], position_ids=batch["position_ids"])
+    kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+    try:
+        with torch.no_grad():
+            logits = packed.to(device)(**kwargs).logits[0, : sum(LENGTHS)].cpu()
+    finally:
+        packed.to("cpu")
     expected = per_document_logits(eager, docs)
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
 

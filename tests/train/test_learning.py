@@ -74,7 +74,7 @@ def test_tiny_model_learns_to_predict_held_out_traces(family):
     run = subprocess.run(
         [sys.executable, str(ROOT / "cwm/train.py"), "--recipe", str(family["recipe"]), "--out", str(out),
          "--training.steps", str(STEPS), "--optim.lr", "3e-3", "--optim.warmup_steps", "20", "--log.every", "50",
-         "--eval.max_outputs", "4", "--eval.max_new_tokens", "300", "--export", "false",
+         "--eval.max_traces", "1000", "--eval.max_outputs", "4", "--eval.max_new_tokens", "300", "--export", "false",
          "--log.tensorboard", "false", "--training.cpu_threads", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
