@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 	rm -rf runs/demo/checkpoints runs/demo/hf runs/demo/tensorboard runs/demo/metrics.jsonl runs/demo/loss.png
 	OMP_NUM_THREADS=1 $(PY) cwm/train.py --recipe data_recipes/demo.yaml --out runs/demo --training.cpu_threads 1
 	$(PY) -m cwm.eval.show_trace --hf runs/demo/hf --recipe data_recipes/demo.yaml
-	rm -rf runs/demo/rl && $(PY) -m cwm.rl.demo_task runs/demo/rl/swe_tasks.jsonl && OMP_NUM_THREADS=1 $(PY) cwm/rl/train.py --recipe cwm/rl/recipes/demo.yaml
+	rm -rf runs/demo/rl && $(PY) -m cwm.rl.demo_task runs/demo/rl/swe_tasks.jsonl && OMP_NUM_THREADS=1 $(PY) cwm/rl/train.py --recipe data_recipes/rl_demo.yaml
 
 test: $(VENV)/.installed test-tracer-versions
 	$(PY) -m pytest tests

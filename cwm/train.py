@@ -292,11 +292,16 @@ def train(cfg: JobConfig) -> dict:
     say(f"model {cfg.model.preset if not cfg.model.config else cfg.model.config}: {n_params / 1e6:.2f}M parameters, "
         f"{world} rank(s) on {device.type}, {'bf16' if bf16 else 'fp32'}, grad accumulation {grad_accum}, "
         f"{grad_accum * world * row_tokens} tokens/step, attention {cfg.model.attn_implementation}")
+    if cfg.model.attn_implementation != "cwm_packed":
+        say(f"warning: attention {cfg.model.attn_implementation} may let the documents of a packed row see each "
+            f"other (transformers' eager/sdpa do for this model); cwm_packed keeps them apart")
     flops_token = flops_per_token(config, row_tokens)
     peak = peak_flops(cfg.log, device)
 
     stop_at = min(cfg.training.steps, cfg.training.stop_after or cfg.training.steps)
     batches = iter(loader)
+    # Losses (summed, and token counts) per source since the last log line: logged values average the window.
+    window_losses = torch.zeros(2, len(source_names), device=device, dtype=torch.float64)
     window_start, window_tokens = time.perf_counter(), 0
     last_values: dict = {}
     interrupted, loader_at_step = False, loader.state_dict()
@@ -311,13 +316,12 @@ def train(cfg: JobConfig) -> dict:
             # Normalize by the loss tokens of the whole step (all ranks, all micro-batches): every token weighs the same.
             n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
                                              device=device))
-            per_source = torch.zeros(2, len(source_names), device=device, dtype=torch.float64)
             for b in micro:
                 losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None)
                 (losses.sum() * world / n_loss).backward()  # FSDP averages gradients over ranks
                 ids = src.clamp(min=0)[mask]
-                per_source[0].index_add_(0, ids, losses.detach()[mask].double())
-                per_source[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
+                window_losses[0].index_add_(0, ids, losses.detach()[mask].double())
+                window_losses[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             if hasattr(grad_norm, "full_tensor"):
                 grad_norm = grad_norm.full_tensor()
@@ -327,21 +331,24 @@ def train(cfg: JobConfig) -> dict:
             step += 1
             window_tokens += sum(b["input_ids"].numel() for b in micro) * world
 
+            values = {}
             if step % cfg.log.every == 0 or step == stop_at:
-                all_reduce(per_source)
-                elapsed = time.perf_counter() - window_start
-                tps = window_tokens / elapsed
-                last_values = {"loss": float(per_source[0].sum() / per_source[1].sum()),
-                               "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                               "tokens_per_s": tps, "mfu": tps * flops_token / (peak * world),
-                               **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
-                                  for i, n in enumerate(source_names) if per_source[1, i] > 0}}
-                metrics.log(step, last_values)
-                say(f"step {step:6d} | loss {last_values['loss']:.4f} | lr {last_values['lr']:.2e} | "
-                    f"grad {last_values['grad_norm']:.3f} | {tps:,.0f} tok/s | mfu {last_values['mfu']:.1%}")
+                per_source = all_reduce(window_losses.clone())
+                tps = window_tokens / (time.perf_counter() - window_start)
+                values = {"loss": float(per_source[0].sum() / per_source[1].sum()),
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                          "tokens_per_s": tps, "mfu": tps * flops_token / (peak * world),
+                          **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
+                             for i, n in enumerate(source_names) if per_source[1, i] > 0}}
+                say(f"step {step:6d} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
+                    f"grad {values['grad_norm']:.3f} | {tps:,.0f} tok/s | mfu {values['mfu']:.1%}")
+                window_losses.zero_()
+            if evaluator and (step == cfg.training.steps or (cfg.eval.every and step % cfg.eval.every == 0)):
+                values.update(_evaluate(evaluator, model, device, say))
+            if values:
+                metrics.log(step, values)  # one line per logged step: training metrics and evaluation together
+                last_values.update(values)
                 window_start, window_tokens = time.perf_counter(), 0
-            if evaluator and cfg.eval.every and step % cfg.eval.every == 0 and step < stop_at:
-                metrics.log(step, _evaluate(evaluator, model, device, say))
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < stop_at:
                 checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     except KeyboardInterrupt:
@@ -353,10 +360,6 @@ def train(cfg: JobConfig) -> dict:
     checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     summary = {"step": step, **last_values}
     if not interrupted:
-        if evaluator:
-            results = _evaluate(evaluator, model, device, say)
-            metrics.log(step, results)
-            summary.update(results)
         if cfg.export:
             checkpoint.export_hf(model, config, tokenizer, out / "hf")
             say(f"exported {out / 'hf'}")

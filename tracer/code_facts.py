@@ -125,7 +125,7 @@ def _qualname_from_source(code):
 
 class CodeInfo:
     """Everything the recorder needs to know about one traced code object, computed on first use."""
-    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_inert", "_sources", "_lines",
+    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_inert", "sources", "_lines",
                  "_context")
 
     def __init__(self, code, path):
@@ -137,7 +137,7 @@ class CodeInfo:
         # A function-level episode makes sense for a real function, not a lambda, comprehension or class body.
         self.is_function = bool(code.co_flags & CO_OPTIMIZED) and not code.co_name.startswith("<")
         self._inert = None
-        self._sources = {}
+        self.sources = {}     # line -> its text, filled by `source`
         self._lines = None
         self._context = None
 
@@ -152,9 +152,9 @@ class CodeInfo:
 
     def source(self, line):
         try:
-            return self._sources[line]
+            return self.sources[line]
         except KeyError:
-            text = self._sources[line] = linecache.getline(self.filename, line).rstrip("\r\n")
+            text = self.sources[line] = linecache.getline(self.filename, line).rstrip("\r\n")
             return text
 
     def line_at(self, offset):

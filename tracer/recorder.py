@@ -34,8 +34,8 @@ import marshal
 import re
 import sys
 import time
-from itertools import compress, repeat
-from operator import ne
+from itertools import chain, compress, repeat
+from operator import is_, ne
 from dataclasses import dataclass, field
 
 from . import values
@@ -61,6 +61,7 @@ class TraceConfig:
     max_frames: int = 10_000
     max_bytes: int = 1_000_000
     value_budget: int = 200             # characters per repr, then TRUNCATION_MARKER
+    max_episodes: int = 1000            # function episodes cut from one unit; past it calls are counted, not traced
     soft_timeout_s: float = None        # stop, record "timeout"
     backend: str = "auto"               # "monitoring" | "settrace" | "auto"
     origin: dict = field(default_factory=dict)   # repo, commit: copied into every record
@@ -73,7 +74,7 @@ class TraceStopped(BaseException):
 
 class _Scope:
     __slots__ = ("info", "frame", "eps", "prev_line", "last", "diff_base", "diff",
-                 "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch")
+                 "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged")
 
     def __init__(self, info):
         self.info = info
@@ -91,6 +92,7 @@ class _Scope:
         self.proofs = []
         self.texts = []
         self.watch = []         # positions whose value is not atomic: checked on every snapshot
+        self.unchanged = {}     # {name: ".."} for every name: the diff when nothing changed
         self.last = None        # the scope's previous snapshot
         self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
         self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
@@ -159,6 +161,11 @@ class Recorder:
         self.on_stop = None                     # called after the soft timeout has flushed everything
         self.python = "%d.%d.%d" % sys.version_info[:3]
         self.budget = config.value_budget
+        self.max_frames, self.max_bytes = config.max_frames, config.max_bytes
+        # A frame whose JSON is shorter than this holds no value cut to the budget: no need to look for markers.
+        self.cut_floor = _FRAME_JSON + config.value_budget + len(TRUNCATION_MARKER)
+        self.episodes_left = config.max_episodes    # function episodes that may still be cut
+        self.episodes_skipped = 0                   # calls past max_episodes: no episode of their own
 
     # ---- events -------------------------------------------------------------------------------------------
     def enter(self, frame, info, resumed):
@@ -180,7 +187,11 @@ class Recorder:
                 eps.append((self._new_episode(scope, "entry"), 0))
             elif (self.config.function_episodes and info.is_function and self.entry_scope is not None
                   and not self.entry_done):
-                eps.append((self._new_episode(scope, "function"), 0))
+                if self.episodes_left > 0:
+                    self.episodes_left -= 1
+                    eps.append((self._new_episode(scope, "function"), 0))
+                else:
+                    self.episodes_skipped += 1
         scope.eps = eps
         self.stack.append(scope)
         if eps:
@@ -249,11 +260,35 @@ class Recorder:
         names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         old_ids = scope.ids
         ids = tuple(map(id, vals))
+        if ids == old_ids and not scope.watch and scope.last is not None:
+            # Every value atomic and still the same object (the proofs keep them alive): nothing to look at.
+            scope.diff_base = cur = scope.last
+            scope.diff = scope.unchanged
+            return cur
         diff = [UNCHANGED] * len(names)
         todo = compress(range(len(ids)), map(ne, ids, old_ids))
-        if scope.watch:
-            todo = set(todo)
-            todo.update(scope.watch)
+        if scope.watch and inert is None:
+            # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
+            # (values.still_same's first case); only those whose proof fails join the values to look at.
+            failed = []
+            for i in scope.watch:
+                if ids[i] != old_ids[i]:
+                    continue            # a new object: looked at below
+                kind, value, proof = kinds[i], vals[i], proofs[i]
+                if kind == _WITNESS:
+                    t = proof.type
+                    if proof.flat and type(value) is t:
+                        n = len(value)
+                        if (n == proof.need if proof.exact else n >= proof.need) and all(
+                                map(is_, chain.from_iterable(value.items()) if t is dict else value, proof.items)):
+                            continue
+                    elif still_same(value, proof):
+                        continue
+                elif kind == _DEFAULT and proof.holds(value):
+                    continue
+                failed.append(i)
+            if failed:
+                todo = sorted(chain(todo, failed))
         regroup = False
         budget = self.budget
         for i in todo:
@@ -275,9 +310,7 @@ class Recorder:
                 kinds[i] = _ATOM
                 proofs[i] = value
                 continue
-            if kind is not None and kind != _ATOM:
-                if inert is not None:   # an inert line ran, and it stored no non-atomic name (checked above)
-                    continue
+            if kind is not None and kind != _ATOM and ids[i] != old_ids[i]:   # a new object may have the same repr
                 if kind == _WITNESS:
                     if still_same(value, proofs[i]):
                         continue
@@ -325,6 +358,7 @@ class Recorder:
         scope.names = names
         scope.index = {name: i for i, name in enumerate(names)}
         scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, tuple(ids)
+        scope.unchanged = dict.fromkeys(names, UNCHANGED)
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
 
     # ---- episodes -----------------------------------------------------------------------------------------
@@ -348,17 +382,22 @@ class Recorder:
 
     def _add(self, scope, kind, line, cur, value):
         info = scope.info
-        source = info.source(line)
-        base = _FRAME_JSON + len(info.path) + len(source)   # about what the frame's JSON will take
+        source = info.sources.get(line)
+        if source is None:
+            source = info.source(line)
+        path = info.path
+        base = _FRAME_JSON + len(path) + len(source)        # about what the frame's JSON will take
         memo_prev, memo_loc = scope.diff_base, scope.diff
         weighed = None                                       # the locals dict last measured, its size and cuts
         if cur is None:
             size, cut = base + len(value), value.endswith(TRUNCATION_MARKER)
+        max_frames, max_bytes = self.max_frames, self.max_bytes
         for ep, d in scope.eps:
             if ep.closed:
                 continue
             if cur is not None:
-                prev = ep.last.get(scope)
+                last = ep.last
+                prev = last.get(scope)
                 if prev is None:
                     loc = cur
                 elif prev is memo_prev and memo_loc is not None:
@@ -366,24 +405,25 @@ class Recorder:
                 else:
                     loc = {n: (UNCHANGED if prev.get(n) == t else t) for n, t in cur.items()}
                     memo_prev, memo_loc = prev, loc
-                ep.last[scope] = cur
+                last[scope] = cur
                 if loc is not weighed:
                     weighed = loc
                     shown = loc.values()
                     size = base + 8 * len(loc) + sum(map(len, loc)) + sum(map(len, shown))
-                    cut = sum(map(str.endswith, shown, repeat(TRUNCATION_MARKER)))
+                    cut = sum(map(str.endswith, shown, repeat(TRUNCATION_MARKER))) if size > self.cut_floor else 0
             else:
                 loc = None
-            if len(ep.frames) >= self.config.max_frames:
+            frames = ep.frames
+            if len(frames) >= max_frames:
                 self._finish(ep, "frame_budget", "frames")
                 continue
-            if ep.nbytes + size > self.config.max_bytes:
+            if ep.nbytes + size > max_bytes:
                 self._finish(ep, "frame_budget", "bytes")
                 continue
             ep.nbytes += size
             ep.cut += cut
-            ep.frames.append({"kind": kind, "depth": d, "path": info.path, "line": line, "source": source,
-                              "locals": loc, "value": value})
+            frames.append({"kind": kind, "depth": d, "path": path, "line": line, "source": source,
+                           "locals": loc, "value": value})
             if kind == "call" and d == 0 and ep.kind == "function":
                 ep.origin["input"] = ", ".join(f"{n}={t}" for n, t in cur.items())
 
@@ -398,6 +438,8 @@ class Recorder:
                  "truncated_values": ep.cut}
         if budget:
             stats["budget"] = budget
+        if ep.kind == "entry" and self.episodes_skipped:
+            stats["episodes_skipped"] = self.episodes_skipped   # calls past max_episodes (say so, never drop silently)
         record = {"schema": SCHEMA, "origin": ep.origin, "python": self.python, "backend": self.backend_name,
                   "context": ep.context, "frames": frames, "outcome": outcome, "stats": stats}
         record = {"id": record_id(record), **record}

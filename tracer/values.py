@@ -393,6 +393,17 @@ def describe(value, budget):
     new repr proves it.
     """
     t = type(value)
+    if t is list or t is dict or t is tuple:
+        flat = _flat_repr(value, t, budget)
+        if flat is not None:     # the common case, without the walk: what `_Walk.container` makes of it
+            text, items, need, exact = flat
+            if len(text) > budget:
+                text = text[:budget] + TRUNCATION_MARKER
+            if t is tuple and is_atomic(value):
+                return text, ATOM, value
+            w = _Witness(t)
+            w.items, w.need, w.exact = items, need, exact
+            return text, WITNESS, w
     if t in _CONTAINERS:
         walk = _Walk(budget, witness=True)
         try:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cut = example.text.index(FRAME_SEP, example.text.index(CALL_SEP)) + len(FRAME_SEP)
     prompt, real = example.text[:cut], example.text[cut:]
     with torch.no_grad():
-        generated = evaluator.generate_trace(model, evaluator._encode(prompt), torch.device("cpu"))
+        generated = evaluator.generate_trace(model, evaluator.encode(prompt), torch.device("cpu"))
     predicted = tokenizer.decode(generated, skip_special_tokens=False).replace(tokenizer.eos_token, "")
 
     console = Console(width=200)

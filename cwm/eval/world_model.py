@@ -57,7 +57,7 @@ class WorldModelEval:
         self.opens = {ids[CALL_SEP], ids[LINE_SEP]}
         self.exits = {ids[RETURN_SEP], ids[EXCEPTION_SEP]}
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         return [self.tokenizer.bos_token_id] + self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
@@ -65,7 +65,7 @@ class WorldModelEval:
         """Frames whose locals the model predicts exactly under teacher forcing, over all scored frames."""
         frames = exact = 0
         for ex in self.examples:
-            ids = self._encode(ex.text)[: self.max_len]
+            ids = self.encode(ex.text)[: self.max_len]
             x = torch.tensor([ids], device=device)
             pred = model(input_ids=x, position_ids=torch.arange(len(ids), device=device)[None]).logits[0].argmax(-1)
             hit = (pred[:-1] == x[0, 1:]).tolist()  # hit[j - 1]: token j predicted from its prefix
@@ -85,7 +85,7 @@ class WorldModelEval:
         correct = 0
         for ex in scored:
             prompt = ex.text[: ex.text.index(FRAME_SEP, ex.text.index(CALL_SEP)) + len(FRAME_SEP)]
-            generated = self.generate_trace(model, self._encode(prompt), device)
+            generated = self.generate_trace(model, self.encode(prompt), device)
             value, raised = self.entry_result(generated)
             correct += value is not None and raised == ex.raised and same_value(value, ex.value)
         return {"eval/output_accuracy": correct / max(len(scored), 1), "eval/output_functions": len(scored)}

@@ -10,6 +10,7 @@ of identical keys, and a blob keeps DCP from flattening a nested structure whose
 """
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import random
@@ -105,8 +106,8 @@ def export_hf(model, config, tokenizer, out_dir: Path) -> Path | None:
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if _rank() == 0:
-        with torch.device("meta"):
-            hf = CwmForCausalLM._from_config(config, attn_implementation="sdpa")
+        with torch.device("meta"):  # a copy: _from_config would switch the training model's config to sdpa
+            hf = CwmForCausalLM._from_config(copy.deepcopy(config), attn_implementation="sdpa")
         hf.load_state_dict(full, assign=True)
         hf.tie_weights()
         hf.generation_config.pad_token_id = tokenizer.pad_token_id

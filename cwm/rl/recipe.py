@@ -9,7 +9,7 @@
     grpo: {eps_high: 0.25, max_staleness: 1}
 
 Unknown keys are errors (a typo must not silently fall back to a default). `--set a.b=v` overrides any field.
-`recipe` may be a path or the name of a file in cwm/rl/recipes/.
+`recipe` may be a path or the name of a file in data_recipes/.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cwm.train import OptimConfig
 from cwm.rl.grpo import GRPOConfig
 from cwm.rl.rollout import RolloutConfig
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "data_recipes"
 
 
 class RecipeError(ValueError):

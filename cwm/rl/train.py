@@ -262,7 +262,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cwm/rl/train.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", required=True, help="RL recipe YAML (a path or a name in cwm/rl/recipes/)")
+    parser.add_argument("--recipe", required=True, help="RL recipe YAML (a path or a name in data_recipes/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set steps=3 --set grpo.max_staleness=0")
     args = parser.parse_args(argv)

@@ -69,3 +69,25 @@ def test_hooks_are_given_back(here, backend):
         sys.settrace(None)
     if sys.version_info >= (3, 12):
         assert all(sys.monitoring.get_tool(i) is None for i in range(6))
+
+
+def _leaf(i):
+    return i + 1
+
+
+def _many_calls(n):
+    total = 0
+    for i in range(n):
+        total += _leaf(i)
+    return total
+
+
+def test_function_episode_cap(here, backend, compare):
+    """Past max_episodes no more function episodes are cut; the entry record counts the calls it skipped, and the
+    entry trace itself (its inlined callees included) is whole."""
+    capped = trace_call(_many_calls, 30, config=_config(here, backend, function_episodes=True, max_episodes=7))
+    whole = trace_call(_many_calls, 30, config=_config(here, backend, function_episodes=True))
+    assert [r["origin"]["qualname"] for r in capped[:-1]] == ["_leaf"] * 7
+    assert compare(capped[:-1]) == compare(whole[:7])
+    assert capped[-1]["stats"]["episodes_skipped"] == 23 and "episodes_skipped" not in whole[-1]["stats"]
+    assert capped[-1]["frames"] == whole[-1]["frames"] and capped[-1]["outcome"] == "returned"
