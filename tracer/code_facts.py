@@ -94,6 +94,7 @@ def _def_line(code):
 
 _QUALNAMES = {}
 _INERT_FACTS = weakref.WeakKeyDictionary()   # code -> inert_lines(code): dis is slow, code objects are shared
+_CONTEXTS = weakref.WeakKeyDictionary()       # code -> (source lines, def line index): inspect is slow too
 
 
 def _qualname_from_source(code):
@@ -170,14 +171,16 @@ class CodeInfo:
     def context(self, marker):
         """The function's own source (decorators included) with `marker` on its def line: its episode's context."""
         if self._context is None:
-            import inspect
-            try:
-                lines, first = inspect.getsourcelines(self.code)
-            except (OSError, TypeError):
-                lines, first = [self.source(self.def_line)], self.def_line
-            lines = [line.rstrip("\r\n") for line in lines]
-            index = self.def_line - max(first, 1)
+            found = _CONTEXTS.get(self.code)
+            if found is None:
+                import inspect
+                try:
+                    lines, first = inspect.getsourcelines(self.code)
+                except (OSError, TypeError):
+                    lines, first = [self.source(self.def_line)], self.def_line
+                found = _CONTEXTS[self.code] = ([line.rstrip("\r\n") for line in lines], self.def_line - max(first, 1))
+            lines, index = found
             if 0 <= index < len(lines):
-                lines[index] += marker
+                lines = lines[:index] + [lines[index] + marker] + lines[index + 1:]
             self._context = "\n".join(lines)
         return self._context

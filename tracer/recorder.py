@@ -73,11 +73,12 @@ class TraceStopped(BaseException):
 
 
 class _Scope:
-    __slots__ = ("info", "frame", "eps", "prev_line", "last", "diff_base", "diff",
+    __slots__ = ("info", "inert", "frame", "eps", "prev_line", "last", "diff_base", "diff",
                  "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged")
 
     def __init__(self, info):
         self.info = info
+        self.inert = None       # info.inert, fetched on first use
         self.frame = None
         self.eps = ()           # [(episode, depth in it)]
         self.prev_line = None
@@ -137,7 +138,10 @@ def record_id(record):
     """
     body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend")}
     body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
-    return hashlib.sha256(_ADDRESS.sub(b"0x?", marshal.dumps(body, 0))).hexdigest()[:32]
+    data = marshal.dumps(body, 0)
+    if b"0x" in data:       # a plain search first: most traces show no address
+        data = _ADDRESS.sub(b"0x?", data)
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 class Recorder:
@@ -239,7 +243,10 @@ class Recorder:
         """
         inert = None
         if after_own_line:
-            stores = scope.info.inert.get(scope.prev_line)
+            facts = scope.inert
+            if facts is None:
+                facts = scope.inert = scope.info.inert
+            stores = facts.get(scope.prev_line)
             if stores is not None:
                 inert = stores
                 index, kinds = scope.index, scope.kinds   # as of the last snapshot: before the line ran
@@ -251,7 +258,8 @@ class Recorder:
         locals_ = scope.frame.f_locals
         layout = tuple(locals_)
         vals = tuple(locals_.values())
-        if layout != scope.layout:
+        relaid = layout != scope.layout
+        if relaid:
             self._relayout(scope, layout)
         if scope.skip:
             vals = vals[scope.skip:]
@@ -265,7 +273,7 @@ class Recorder:
             scope.diff_base = cur = scope.last
             scope.diff = scope.unchanged
             return cur
-        diff = [UNCHANGED] * len(names)
+        changed = []            # positions whose text changed
         todo = compress(range(len(ids)), map(ne, ids, old_ids))
         if scope.watch and inert is None:
             # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
@@ -303,7 +311,7 @@ class Recorder:
                 if len(text) > budget:
                     text = text[:budget] + TRUNCATION_MARKER
                 if text != texts[i]:
-                    diff[i] = text
+                    changed.append(i)
                     texts[i] = text
                 if kind != _ATOM:
                     regroup = True
@@ -319,7 +327,7 @@ class Recorder:
                         continue
             text, new_kind, proofs[i] = describe(value, budget)
             if text != texts[i]:
-                diff[i] = text
+                changed.append(i)
                 texts[i] = text
             if (new_kind == _ATOM) != (kind == _ATOM):
                 regroup = True
@@ -328,9 +336,24 @@ class Recorder:
         if regroup:
             scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
         scope.ids = ids
-        cur = dict(zip(names, texts))
-        scope.diff_base = scope.last
-        scope.diff = dict(zip(names, diff))
+        last = scope.last
+        # The new snapshot and its diff, copied from the last ones (same names) with the changed texts put in.
+        if relaid or last is None:
+            cur = dict(zip(names, texts))
+        elif changed:
+            cur = last.copy()
+            for i in changed:
+                cur[names[i]] = texts[i]
+        else:
+            cur = last
+        if changed:
+            diff = scope.unchanged.copy()
+            for i in changed:
+                diff[names[i]] = texts[i]
+        else:
+            diff = scope.unchanged
+        scope.diff_base = last
+        scope.diff = diff
         scope.last = cur
         return cur
 

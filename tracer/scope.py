@@ -10,6 +10,17 @@ _TRACER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _library_dirs():
+    """The interpreter's library folders (sysconfig is slow to ask, and they do not change: asked once)."""
+    global _LIBS
+    if _LIBS is None:
+        _LIBS = _find_library_dirs()
+    return _LIBS
+
+
+_LIBS = None
+
+
+def _find_library_dirs():
     dirs = set()
     for name in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(name)

@@ -15,6 +15,7 @@ far cheaper than a new repr:
 - OTHER: a user `__repr__`: only a new repr can tell.
 Flat containers of numbers or short strings are rendered by C's repr on the slice that the budget can show.
 """
+import _signal
 import signal
 import threading
 import time
@@ -91,11 +92,11 @@ def guarded_repr(value):
     The hang guard is SIGALRM (main thread only); a timer the program had running is put back afterwards.
     """
     global _in_repr
-    use_alarm = _ALARM_OK and threading.current_thread() is threading.main_thread()
+    use_alarm = _ALARM_OK and threading.get_ident() == threading.main_thread().ident
     swapped = None
     try:
         if use_alarm:
-            if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # no session, or the program took the signal
+            if _getsignal(signal.SIGALRM) is not _on_alarm:  # no session, or the program took the signal
                 swapped = signal.signal(signal.SIGALRM, _on_alarm)
             old_timer = signal.setitimer(signal.ITIMER_REAL, REPR_TIMEOUT_S)
             started = time.perf_counter()
@@ -119,6 +120,8 @@ def guarded_repr(value):
 
 
 _ALARM_OK = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+# The C function: signal.getsignal wraps it to turn ints into enums, by way of a caught ValueError (microseconds).
+_getsignal = getattr(_signal, "getsignal", signal.getsignal)
 
 
 def _str_repr(s, limit):
@@ -314,7 +317,7 @@ def _flat_repr(v, t, room):
         parts = (head,)
     for part in parts:
         kinds = set(map(type, part))
-        if not kinds <= _NUMBERS and not (kinds == _STR_ONLY and sum(map(len, part)) <= 4 * room + 64):
+        if not kinds <= _NUMBERS and not (kinds <= _FLAT_KINDS and _short_atoms(part, kinds, room)):
             return None
     try:
         text = repr(head)
@@ -323,6 +326,32 @@ def _flat_repr(v, t, room):
     items = tuple(chain.from_iterable(head.items())) if t is dict else tuple(head)
     # Cut short, the text is longer than `room` (k elements need more), so what follows never shows.
     return (text, items, n, True) if n <= k else (text, items, k, False)
+
+
+_FLAT_KINDS = _NUMBERS | {str, tuple}
+
+
+def _short_atoms(part, kinds, room):
+    """True when every element of `part` is a number, a str, or a short tuple of those (atoms whose repr is C's and
+    never changes), and their strs are short enough that C's repr of all of them costs about `room` characters."""
+    if tuple not in kinds:
+        return sum(map(len, part)) <= 4 * room + 64 if kinds == _STR_ONLY else (
+            sum(len(e) for e in part if e.__class__ is str) <= 4 * room + 64)
+    total = 0
+    for e in part:
+        t = e.__class__
+        if t is str:
+            total += len(e)
+        elif t is tuple:
+            if len(e) > 16:
+                return False
+            for x in e:
+                tx = x.__class__
+                if tx is str:
+                    total += len(x)
+                elif tx not in _NUMBERS:
+                    return False
+    return total <= 4 * room + 64
 
 
 _STR_ONLY = frozenset({str})
@@ -343,7 +372,16 @@ def still_same(value, w):
     for got, want in zip(current, items):
         kind = want.__class__
         if kind is _Witness:
-            if not still_same(got, want):
+            if want.flat:       # the first case of still_same, inline: a list of flat rows is common
+                wt = type(got)
+                if wt is not want.type:
+                    return False
+                n = len(got)
+                if n != want.need if want.exact else n < want.need:
+                    return False
+                if not all(map(is_, chain.from_iterable(got.items()) if wt is dict else got, want.items)):
+                    return False
+            elif not still_same(got, want):
                 return False
         elif kind is _Default:
             if not want.holds(got):

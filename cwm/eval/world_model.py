@@ -142,6 +142,7 @@ class WorldModelEval:
 def _split_frames(text: str):
     """(body, opening separator) of each complete frame in a generated trace continuation."""
     for frame in text.split(FRAME_SEP)[:-1]:
+        frame = frame.lstrip("\n")  # the rendered format puts a newline after every frame separator
         for sep in (CALL_SEP, LINE_SEP, RETURN_SEP, EXCEPTION_SEP):
             if frame.startswith(sep):
                 yield frame[len(sep):], sep

@@ -92,3 +92,30 @@ def test_rows_are_packed_documents_with_masks(corpus, jsonl_recipe):
     pos = batch["position_ids"][0].tolist()
     assert all(pos[s] == 0 for s in cu[:-1])
     assert all(batch["labels"][0, s] == -100 for s in cu[:-1])
+
+
+def test_text_and_parquet_sources_become_documents(corpus, tmp_path):
+    """Plain code files are one document each; parquet rows give their `text_key` column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "a.py").write_text("def f(x):\n    return x + 1\n")
+    (tmp_path / "code" / "b.py").write_text("def g(y):\n    return y * 2\n")
+    pq.write_table(pa.table({"content": ["total = 0", "for x in range(3):"], "lang": ["py", "py"]}),
+                   tmp_path / "rows.parquet")
+    recipe_path = tmp_path / "mixed.yaml"
+    recipe_path.write_text(f"""
+seq_len: 256
+tokenizer: {corpus['tokenizer']}
+sources:
+  code: {{kind: text, paths: ["{tmp_path}/code/**/*.py"], weight: 0.5, epochs: 1}}
+  table: {{kind: parquet, paths: ["{tmp_path}/rows.parquet"], text_key: content, weight: 0.5, epochs: 1}}
+""")
+    recipe = load_recipe(recipe_path)
+    tok = load_tokenizer(recipe.tokenizer)
+    stream = SlotStream(recipe, tok, slot=0, n_slots=1)
+    texts = set()
+    while (row := stream.next_row()) is not None:
+        texts.update(tok.decode(doc.input_ids[1:-1]) for doc in row)
+    assert texts == {"def f(x):\n    return x + 1\n", "def g(y):\n    return y * 2\n", "total = 0", "for x in range(3):"}
