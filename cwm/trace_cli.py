@@ -36,6 +36,8 @@ def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None
     parser.add_argument("--max-procs", type=int, default=256, help="processes per child (default 256)")
     parser.add_argument("--depth", type=int, default=2, help="how deep project callees are inlined (default 2)")
     parser.add_argument("--max-frames", type=int, default=10_000, help="frames per trace (default 10000)")
+    parser.add_argument("--max-episodes", type=int, default=1000,
+                        help="function-level traces cut from one test at most (default 1000)")
     parser.add_argument("--max-bytes", type=int, default=1_000_000, help="bytes per trace (default 1 MB)")
     parser.add_argument("--value-budget", type=int, default=200, help="characters per value repr (default 200)")
     parser.add_argument("--shard-samples", type=int, default=1000, help="samples per shard (default 1000)")
@@ -92,7 +94,8 @@ def trace(args: argparse.Namespace, command: str) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise TraceInputError(f"-o {args.out}: exists and is not a directory; name a directory for the shards")
     console = Console(stderr=True)
-    budgets = dict(depth=args.depth, max_frames=args.max_frames, max_bytes=args.max_bytes,
+    budgets = dict(depth=args.depth, max_frames=args.max_frames, max_episodes=args.max_episodes,
+                   max_bytes=args.max_bytes,
                    value_budget=args.value_budget, timeout_s=args.timeout, memory_mb=args.memory_mb,
                    max_procs=args.max_procs)
     if command == "repo":
@@ -179,7 +182,7 @@ def render(args: argparse.Namespace) -> int:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    for name in ("workers", "timeout", "memory_mb", "max_frames", "max_bytes", "value_budget", "shard_samples",
+    for name in ("workers", "timeout", "memory_mb", "max_frames", "max_episodes", "max_bytes", "value_budget", "shard_samples",
                  "max_procs"):
         if getattr(args, name) <= 0:
             raise TraceInputError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")

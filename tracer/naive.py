@@ -11,7 +11,7 @@ both and require identical records.
 the benchmark reports both, to show what the change detector alone buys.
 """
 from . import values
-from .recorder import Recorder
+from .recorder import HIDDEN, Recorder
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
@@ -38,7 +38,7 @@ class NaiveRecorder(Recorder):
         serialise = plain_repr if not self.cut_walk else (lambda v, b: values.safe_repr(v, b)[0])
         scope.diff = None   # the recorder then diffs each episode against the frame it showed last, text by text
         return {name: serialise(value, budget)
-                for name, value in scope.frame.f_locals.items() if name[:1] != "."}
+                for name, value in scope.frame.f_locals.items() if name[:1] not in HIDDEN}
 
 
 class NaiveCutRecorder(NaiveRecorder):

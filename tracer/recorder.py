@@ -18,7 +18,8 @@ Frames, identical from both backends:
   frame (an unwound scope has no `return` frame) and an episode rooted there has outcome "raised".
 - Comprehensions: 3.12+ inlines list/dict/set comprehensions (PEP 709), so their iterations are `line` frames of
   the enclosing scope, the loop variable among its locals; before 3.12, and generator expressions always, they are
-  scopes of their own one level deeper. Compiler-hidden locals (".0") are left out.
+  scopes of their own one level deeper. Compiler-hidden locals (".0") and pytest's assertion temporaries
+  ("@py_assert1") are left out: neither is a name the program wrote.
 
 The diff: a local whose repr equals the one shown in the previous frame of the same scope *in the same episode* is
 written "..". Re-serialising every local on every line is the naive way (tracer/naive.py, the test oracle);
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 
 from . import values
 from .format import START_MARKER, UNCHANGED
+
+HIDDEN = ".@"  # first characters of locals that are not the program's own names
 
 SCHEMA = "cwm.trace/1"
 _FRAME_JSON = 105   # the keys and punctuation of one frame's JSON
@@ -362,9 +365,9 @@ class Recorder:
         """The set or order of local names changed: carry what is known over to the new positions."""
         scope.layout = layout
         skip = 0
-        while skip < len(layout) and layout[skip][:1] == ".":
+        while skip < len(layout) and layout[skip][:1] in HIDDEN:
             skip += 1
-        keep = [i for i in range(skip, len(layout)) if layout[i][:1] != "."]
+        keep = [i for i in range(skip, len(layout)) if layout[i][:1] not in HIDDEN]
         scope.skip, scope.keep = skip, None
         if len(keep) != len(layout) - skip:
             scope.skip, scope.keep = 0, keep

@@ -13,7 +13,8 @@ far cheaper than a new repr:
   objects with a fixed repr. `still_same(v, w)` is an identity scan, mostly in C.
 - DEFAULT: an object whose repr is a fixed function of its id and names (object's, a class's, a function's).
 - OTHER: a user `__repr__`: only a new repr can tell.
-Flat containers of numbers or short strings are rendered by C's repr on the slice that the budget can show.
+Flat containers (numbers, short strings, short tuples of those) are rendered by C's repr on the slice that the
+budget can show.
 """
 import _signal
 import signal

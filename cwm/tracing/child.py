@@ -32,6 +32,7 @@ class TraceOptions:
     depth: int = 2
     function_episodes: bool = True
     max_frames: int = 10_000
+    max_episodes: int = 1000         # function-level traces per unit
     max_bytes: int = 1_000_000
     value_budget: int = 200
     timeout_s: float = 60.0          # per unit; the tracer stops itself at this and records "timeout"
@@ -47,7 +48,8 @@ class TraceOptions:
     def job(self, origin: dict) -> dict:
         return {"include": list(self.include), "exclude": list(self.exclude), "depth": self.depth,
                 "function_episodes": self.function_episodes, "max_frames": self.max_frames,
-                "max_bytes": self.max_bytes, "value_budget": self.value_budget, "soft_timeout_s": self.timeout_s,
+                "max_episodes": self.max_episodes, "max_bytes": self.max_bytes, "value_budget": self.value_budget,
+                "soft_timeout_s": self.timeout_s,
                 "origin": origin}
 
 
