@@ -338,12 +338,18 @@ class LocalSandbox(Sandbox):
         if self.bwrap:  # the agent is uid 1000 in a user namespace, over read-only host mounts, no capabilities
             w = str(self.workdir)
             return [self.bwrap, *_host_binds(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                    "--bind", f"{w}/repo", REPO, "--ro-bind", f"{w}/cwm", testrun.PLUGIN_DIR, "--chdir", REPO,
+                    *self._python_bind(), "--bind", f"{w}/repo", REPO, "--ro-bind", f"{w}/cwm", testrun.PLUGIN_DIR, "--chdir", REPO,
                     "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                     "--unshare-user", "--uid", str(images.AGENT_UID), "--gid", str(images.AGENT_UID), *shell]
         # Without bubblewrap, root drops to `nobody`: the host filesystem is then protected by permissions only.
         drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if self.drop_to else []
         return [*drop, *shell]
+
+    def _python_bind(self) -> list[str]:
+        """The python environment stays visible when it lives under /tmp (a checkout there), which the private
+        /tmp would otherwise hide."""
+        env_root = Path(self.python_bin).parent
+        return ["--ro-bind", str(env_root), str(env_root)] if env_root.is_relative_to("/tmp") else []
 
     def _env(self) -> dict[str, str]:
         env = dict(AGENT_ENV, PATH=f"{self.python_bin}:/usr/local/bin:/usr/bin:/bin")
