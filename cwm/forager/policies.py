@@ -9,6 +9,8 @@ A policy gets the conversation as `[{"role", "content"}]` (roles system/user/ass
 """
 from __future__ import annotations
 
+import abc
+
 import difflib
 import json
 import os
@@ -33,15 +35,16 @@ def _estimate_tokens(messages: list[dict], text: str) -> int:
     return (sum(len(m["content"]) for m in messages) + len(text)) // 4
 
 
-class Policy:
+class Policy(abc.ABC):
     kind = "base"
     model = ""
 
     def start(self, task: Task) -> None:
         """Called once before the first turn of an episode on `task`."""
 
+    @abc.abstractmethod
     def act(self, messages: list[dict]) -> Reply:
-        raise NotImplementedError
+        """The assistant's next turn, given the conversation so far."""
 
 
 class NoopPolicy(Policy):

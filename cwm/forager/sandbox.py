@@ -14,6 +14,8 @@ that are no longer alive (a collector killed with SIGKILL cannot clean up after 
 """
 from __future__ import annotations
 
+import abc
+
 import base64
 import os
 import re
@@ -73,13 +75,14 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (not the agent's command): the episode ends with outcome sandbox_error."""
 
 
-class Sandbox:
+class Sandbox(abc.ABC):
     """What the episode loop needs from a sandbox. Subclasses: DockerSandbox, LocalSandbox."""
     isolation = "none"
     limits: SandboxLimits
 
+    @abc.abstractmethod
     def exec(self, command: str, timeout_s: float = 120.0) -> ExecResult:
-        raise NotImplementedError
+        """Run a bash command in the repository; kill everything it started when `timeout_s` expires."""
 
     def read_file(self, path: str) -> str | None:
         """The file's text (relative paths are under the repo), or None when it cannot be read whole."""
@@ -124,8 +127,9 @@ class Sandbox:
         r = self.exec("git add -A >/dev/null 2>&1; git diff --cached --no-color HEAD", 60)
         return r.output if r.exit_code == 0 else ""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Remove the sandbox and everything running in it (safe to call twice)."""
 
     def __enter__(self):
         return self
