@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import INTERPRETED, LOG2E, _configs, _dot, _rows, _split_tiles, _visible, needs_i64
+from kernels.attention_fwd import (INTERPRETED, LOG2E, _configs, _dot, _key_tiles, _rows, _split_tiles, _visible,
+                                   needs_i64)
 from kernels.schedule import owned_block, tile_schedule
 
 
@@ -201,13 +202,8 @@ def _dq_kernel(
         q = q.to(tl.float32)
         do = do.to(tl.float32)
 
-    lo = doc_start
-    full_lo = doc_start
-    if WINDOWED:
-        lo = tl.maximum(doc_start, q_start - window + 1)
-        full_lo = tl.maximum(doc_start, q_end - window)
     hi = q_end
-    n_tiles, first_full, end_full = _split_tiles(lo, hi, full_lo, q_start + 1, BLOCK_N)
+    lo, n_tiles, first_full, end_full = _key_tiles(doc_start, q_start, q_end, window, BLOCK_N, WINDOWED)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,

@@ -77,6 +77,19 @@ def _split_tiles(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _key_tiles(doc_start, q_start, q_end, window, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr):
+    """The key tiles of query rows [q_start, q_end): keys [lo, q_end) are those some query row sees, keys from
+    full_lo up to q_start + 1 are seen by all of them. Returns (lo, n_tiles, first_full, end_full)."""
+    lo = doc_start
+    full_lo = doc_start
+    if WINDOWED:
+        lo = tl.maximum(doc_start, q_start - window + 1)
+        full_lo = tl.maximum(doc_start, q_end - window)
+    n_tiles, first_full, end_full = _split_tiles(lo, q_end, full_lo, q_start + 1, BLOCK_N)
+    return lo, n_tiles, first_full, end_full
+
+
+@triton.jit
 def _fwd_tiles(
     acc, l_i, m_i, visits, q, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
     offs_m, row_ok, offs_d, d_ok, lo, hi, first, last, scale_log2, window,
@@ -145,14 +158,8 @@ def _fwd_kernel(
     if UPCAST:
         q = q.to(tl.float32)
 
-    # Keys [lo, hi) are those some query of the tile sees; keys [full_lo, full_hi) are seen by all of them.
-    lo = doc_start
-    full_lo = doc_start
-    if WINDOWED:
-        lo = tl.maximum(doc_start, q_start - window + 1)
-        full_lo = tl.maximum(doc_start, q_end - window)
     hi = q_end
-    n_tiles, first_full, end_full = _split_tiles(lo, hi, full_lo, q_start + 1, BLOCK_N)
+    lo, n_tiles, first_full, end_full = _key_tiles(doc_start, q_start, q_end, window, BLOCK_N, WINDOWED)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
