@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import (INTERPRETED, LOG2E, _configs, _dot, _key_tiles, _rows, _split_tiles, _visible,
+from kernels.attention_fwd import (INTERPRETED, LOG2E, _configs, _dot, _query_tile, _rows, _split_tiles, _visible,
                                    needs_i64)
 from kernels.schedule import owned_block, tile_schedule
 
@@ -180,13 +180,10 @@ def _dq_kernel(
 ):
     item = tl.program_id(0)
     head = tl.program_id(1)
-    doc = tl.load(WORK + 2 * item)
+    doc, q_start, q_end, lo, n_tiles, first_full, end_full = _query_tile(
+        WORK, CU, item, window, BLOCK_M, BLOCK_N, WINDOWED)
     if doc < 0:
         return
-    q_start = tl.load(WORK + 2 * item + 1)
-    doc_start = tl.load(CU + doc)
-    doc_end = tl.load(CU + doc + 1)
-    q_end = tl.minimum(q_start + BLOCK_M, doc_end)
     kv_head = head // GROUP
 
     offs_m = q_start + tl.arange(0, BLOCK_M)
@@ -203,7 +200,6 @@ def _dq_kernel(
         do = do.to(tl.float32)
 
     hi = q_end
-    lo, n_tiles, first_full, end_full = _key_tiles(doc_start, q_start, q_end, window, BLOCK_N, WINDOWED)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq = _dq_tiles(dq, q, do, lse, delta, K, V, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
                    offs_m, row_ok, offs_d, d_ok, lo, hi, 0, tl.minimum(first_full, n_tiles), scale_log2, window,

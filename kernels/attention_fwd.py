@@ -77,16 +77,22 @@ def _split_tiles(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _key_tiles(doc_start, q_start, q_end, window, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr):
-    """The key tiles of query rows [q_start, q_end): keys [lo, q_end) are those some query row sees, keys from
-    full_lo up to q_start + 1 are seen by all of them. Returns (lo, n_tiles, first_full, end_full)."""
+def _query_tile(WORK, CU, item, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr):
+    """A query-tile work item (forward and dq kernels): its document (-1 marks a padding item with nothing to
+    do), its rows [q_start, q_end), and its key tiles: keys [lo, q_end) are those some row sees, keys from
+    full_lo up to q_start + 1 are seen by all rows. Returns (doc, q_start, q_end, lo, n_tiles, first_full, end_full)."""
+    doc = tl.load(WORK + 2 * item)
+    q_start = tl.load(WORK + 2 * item + 1)
+    safe_doc = tl.maximum(doc, 0)
+    doc_start = tl.load(CU + safe_doc)
+    q_end = tl.minimum(q_start + BLOCK_M, tl.load(CU + safe_doc + 1))
     lo = doc_start
     full_lo = doc_start
     if WINDOWED:
         lo = tl.maximum(doc_start, q_start - window + 1)
         full_lo = tl.maximum(doc_start, q_end - window)
     n_tiles, first_full, end_full = _split_tiles(lo, q_end, full_lo, q_start + 1, BLOCK_N)
-    return lo, n_tiles, first_full, end_full
+    return doc, q_start, q_end, lo, n_tiles, first_full, end_full
 
 
 @triton.jit
@@ -140,13 +146,10 @@ def _fwd_kernel(
 ):
     item = tl.program_id(0)
     head = tl.program_id(1)
-    doc = tl.load(WORK + 2 * item)
+    doc, q_start, q_end, lo, n_tiles, first_full, end_full = _query_tile(
+        WORK, CU, item, window, BLOCK_M, BLOCK_N, WINDOWED)
     if doc < 0:
         return
-    q_start = tl.load(WORK + 2 * item + 1)
-    doc_start = tl.load(CU + doc)
-    doc_end = tl.load(CU + doc + 1)
-    q_end = tl.minimum(q_start + BLOCK_M, doc_end)
     kv_head = head // GROUP
 
     offs_m = q_start + tl.arange(0, BLOCK_M)
@@ -159,7 +162,6 @@ def _fwd_kernel(
         q = q.to(tl.float32)
 
     hi = q_end
-    lo, n_tiles, first_full, end_full = _key_tiles(doc_start, q_start, q_end, window, BLOCK_N, WINDOWED)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)

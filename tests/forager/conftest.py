@@ -20,14 +20,6 @@ def demo_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def docker_client():
-    try:
-        return images.client()
-    except images.ImageError as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-
-
-@pytest.fixture(scope="session")
 def base_image(docker_client) -> str:
     """Built on first use (debootstrap, 2-5 min) and found by its recipe hash afterwards. Failing to build it
     is a failure, not a skip: only a missing Docker engine skips the Docker tests."""

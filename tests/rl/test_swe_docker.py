@@ -10,16 +10,6 @@ from rl_helpers import ScriptedGenerator, demo_swe_task
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def docker_client():
-    from cwm.forager import images
-
-    try:
-        return images.client()
-    except images.ImageError as e:
-        pytest.skip(f"no Docker engine: {e}")
-
-
 def test_swe_episodes_reward_from_the_tasks_tests(docker_client):
     from cwm.data.tokenizer import train_bpe
     import tempfile
