@@ -84,7 +84,8 @@ class SettraceBackend(_Backend):
     def start(self, rec):
         self.rec = rec
         self._old = sys.gettrace()
-        sys.settrace(self._global)
+        rec.own_trace = self._global     # one bound method object: sys.gettrace() gives this one back
+        sys.settrace(rec.own_trace)
 
     def stop(self):
         sys.settrace(self._old)
@@ -97,6 +98,7 @@ class SettraceBackend(_Backend):
         if info is None:
             info = self.info(code)
         if info is False:
+            self.rec.last_line_scope = None     # Python code ran: no line of the caller ran alone
             return None
         try:
             co = self.codes.get(code)

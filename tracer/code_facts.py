@@ -1,16 +1,22 @@
-"""Facts about one code object, computed once with `dis` and cached: where it lives, its `def` line, and which of
-its lines are *inert*.
+"""Facts about one code object, computed once with `dis` and cached: where it lives, its `def` line, and what each
+of its lines can do to the values the recorder has shown (`line_facts`).
 
-A line is inert when its bytecode cannot run any other Python code and cannot change any object: it only moves
-values between the stack, local variables and constants (LOAD_FAST, LOAD_CONST, STORE_FAST, COPY, SWAP, POP_TOP of
-values it pushed itself, plain jumps, returns). After an inert line, a local it did not store is still the same
-object in the same state, so its previous repr is still right: the recorder skips re-serialising it.
-What an inert line stores is recorded too; the recorder checks at run time that the values it overwrote were
-atomic (an overwritten list could be the last reference to an object whose `__del__` runs code).
+The change detector (tracer/recorder.py) reuses the text it showed for a local when it can prove the value did not
+change while the last line ran. The bytecode says what a line may do:
+- *inert*: it only moves values between the stack, local variables and constants (LOAD_FAST, STORE_FAST, COPY,
+  plain jumps, returns): no other Python code runs and no object changes.
+- *quiet*: besides that it only computes (arithmetic, comparisons, subscripts, building new containers, iterating,
+  formatting) and calls pure builtins (`len`, `range`, `max`...) or non-mutating methods of builtin types
+  (`str.lower`, `dict.get`...). No instruction of it mutates an existing object: only Python code it ends up
+  running could (a user `__lt__`, a property, a generator), or a name bound to something else than the builtin.
+  Which of those is ruled out at run time is the recorder's part: the names the line loads are listed for it.
+Anything else (a subscript or attribute store, an in-place operation that is not on a plain local, a call of
+anything else, an import, a yield) is not quiet: the recorder checks every container it showed again.
 
 Instructions without a line number are exception-handler code in every CPython this supports; they run only after
 an exception event in the same frame, which makes the recorder distrust the line anyway, so they are ignored here.
 """
+import builtins
 import dis
 import linecache
 import sys
@@ -37,6 +43,64 @@ if sys.version_info >= (3, 13):  # a conditional jump's operand is an exact bool
     _INERT.update({"POP_JUMP_IF_TRUE": (1, 0, 0), "POP_JUMP_IF_FALSE": (1, 0, 0)})
 _STORES = frozenset({"STORE_FAST", "STORE_DEREF", "DELETE_FAST", "DELETE_DEREF", "STORE_FAST_STORE_FAST",
                      "STORE_FAST_LOAD_FAST", "LOAD_FAST_AND_CLEAR"})
+_LOCAL_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_FAST_LOAD_FAST",
+                          "LOAD_FAST_AND_CLEAR", "STORE_FAST_LOAD_FAST", "LOAD_FAST_BORROW",
+                          "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
+# Opcodes of quiet lines beyond the inert ones: they compute new values, iterate and jump. They can run Python code
+# only through the dunder methods of their operands (what the recorder rules out at run time), never mutate an
+# object by themselves (LIST_APPEND and friends fill the new container a comprehension or display is building).
+_QUIET = frozenset({
+    "BINARY_OP", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "BINARY_SUBSCR", "BINARY_SLICE", "TO_BOOL",
+    "UNARY_NEGATIVE", "UNARY_POSITIVE", "UNARY_INVERT", "UNARY_NOT",
+    "BINARY_ADD", "BINARY_SUBTRACT", "BINARY_MULTIPLY", "BINARY_TRUE_DIVIDE", "BINARY_FLOOR_DIVIDE",
+    "BINARY_MODULO", "BINARY_POWER", "BINARY_LSHIFT", "BINARY_RSHIFT", "BINARY_AND", "BINARY_OR", "BINARY_XOR",
+    "BINARY_MATRIX_MULTIPLY",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "BUILD_STRING", "BUILD_SLICE",
+    "LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE", "LIST_TO_TUPLE",
+    "FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "CONVERT_VALUE",
+    "GET_ITER", "FOR_ITER", "END_FOR", "POP_ITER", "UNPACK_SEQUENCE", "UNPACK_EX",
+    "POP_JUMP_IF_TRUE", "POP_JUMP_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_FALSE",
+    "POP_JUMP_BACKWARD_IF_TRUE", "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_BACKWARD_IF_NONE",
+    "POP_JUMP_BACKWARD_IF_NOT_NONE", "JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP",
+    "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "JUMP_ABSOLUTE", "JUMP", "JUMP_NO_INTERRUPT",
+    "LOAD_GLOBAL", "LOAD_ATTR", "LOAD_METHOD", "PRECALL", "KW_NAMES", "RESUME",
+    "CALL", "CALL_KW", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW",
+})
+_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW"})
+_INPLACE_OLD = frozenset(n for n in dis.opname if n.startswith("INPLACE_"))   # 3.9/3.10
+_NB_INPLACE = range(13, 26)     # BINARY_OP's in-place operations (3.11+): +=, &=, //=, ... ^=
+
+# Builtins that mutate none of their arguments (they may call the arguments' dunders, ruled out at run time).
+PURE_BUILTINS = frozenset(id(getattr(builtins, name)) for name in (
+    "abs", "all", "any", "ascii", "bin", "bool", "callable", "chr", "dict", "divmod", "enumerate", "filter", "float",
+    "format", "frozenset", "hash", "hex", "id", "int", "isinstance", "issubclass", "iter", "len", "list", "map",
+    "max", "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str",
+    "sum", "tuple", "type", "zip"))
+# Methods of builtin types that mutate nothing (str, bytes, int and float have no mutating method at all).
+_PURE_METHODS = frozenset(
+    {n for t in (str, bytes, int, float, tuple, frozenset) for n in dir(t) if not n.startswith("_")}
+    | {"get", "keys", "values", "items", "copy", "index", "count", "union", "intersection", "difference",
+       "symmetric_difference", "issubset", "issuperset", "isdisjoint"})
+
+
+class LineFacts:
+    """What one quiet line does, for the recorder's run-time checks (see the module docstring).
+
+    stores: local names it stores or deletes. inert: it is inert. loads: local names it reads. globals: global names
+    it reads (each must turn out to be a pure builtin or an atomic constant). calls: how many calls it makes.
+    pure_methods: how many pure-method loads it has: with the pure builtins among `globals`, every call's callee
+    must be one of them. inplace: locals an in-place operator rebinds (each must hold an atomic value before).
+    iterates: it advances an iterator made on an earlier pass of a `for` line from names the loop body may rebind
+    (or cells, which other functions rebind): what the names hold now may not be what the iterator came from.
+    rereads: it reads a local it has just stored (a walrus, two statements on one line), whose kind the last
+    snapshot does not know.
+    """
+    __slots__ = ("stores", "inert", "loads", "globals", "calls", "pure_methods", "inplace", "iterates", "rereads")
+
+    def __init__(self, stores, inert, loads, globals_, calls, pure_methods, inplace, iterates, rereads):
+        self.stores, self.inert, self.loads, self.globals = stores, inert, loads, globals_
+        self.calls, self.pure_methods, self.inplace = calls, pure_methods, inplace
+        self.iterates, self.rereads = iterates, rereads
 
 
 def _line_of(instr, current):
@@ -47,34 +111,90 @@ def _line_of(instr, current):
     return starts if starts is not None else current
 
 
-def inert_lines(code):
-    """{line: frozenset(names it stores or deletes)} for the inert lines of `code`."""
+def _names(instr):
+    argval = instr.argval
+    return argval if isinstance(argval, tuple) else (argval,)
+
+
+def _is_inert(instrs):
+    depth = 0
+    for instr in instrs:
+        effect = _INERT.get(instr.opname)
+        if effect is None:
+            return False
+        pops, pushes, needs = effect
+        if needs is None:
+            needs = instr.arg
+        if depth < max(pops, needs):  # it would consume or touch a value an earlier line left on the stack
+            return False
+        depth += pushes - pops
+    return True
+
+
+def _quiet_facts(instrs, loop_stores):
+    """LineFacts of a line, or None when it is not quiet. loop_stores: {offset of a FOR_ITER: the names its loop
+    body stores, cells and free variables included}."""
+    stores, loads, globals_, inplace = set(), set(), set(), set()
+    calls = pure_methods = 0
+    iterates = rereads = False
+    for k, instr in enumerate(instrs):
+        op = instr.opname
+        if op == "STORE_FAST_LOAD_FAST":    # 3.13: the store comes first
+            stored, loaded = instr.argval
+            stores.add(stored)
+            rereads = rereads or loaded in stores
+            loads.add(loaded)
+        elif op in _LOCAL_LOADS or op in _STORES:
+            names = [n for n in _names(instr) if isinstance(n, str)]
+            if op in _LOCAL_LOADS:
+                rereads = rereads or not stores.isdisjoint(names)
+                loads.update(names)
+            if op in _STORES:
+                stores.update(names)
+        elif op in _INERT:
+            continue
+        elif op not in _QUIET and op not in _INPLACE_OLD:
+            return None
+        elif op == "LOAD_GLOBAL":
+            globals_.add(instr.argval)
+        elif op == "LOAD_ATTR" or op == "LOAD_METHOD":
+            if instr.argval not in _PURE_METHODS:
+                return None
+            pure_methods += 1
+        elif op in _CALLS:
+            calls += 1
+        elif op == "FOR_ITER":
+            iterates = iterates or instr.offset in loop_stores and not loop_stores[instr.offset].isdisjoint(loads)
+        elif op in _INPLACE_OLD or (op == "BINARY_OP" and instr.arg in _NB_INPLACE):
+            # In place on a plain local (`n += 1`: stored right back), which must hold an atom (checked at run time).
+            after = instrs[k + 1] if k + 1 < len(instrs) else None
+            if after is None or after.opname not in ("STORE_FAST", "STORE_DEREF"):
+                return None
+            inplace.add(after.argval)
+    return LineFacts(frozenset(stores), _is_inert(instrs), tuple(loads), tuple(globals_), calls, pure_methods,
+                     tuple(inplace), iterates, rereads)
+
+
+def line_facts(code):
+    """{line: LineFacts} for the quiet lines of `code` (the inert ones among them)."""
     ops = {}
     line = None
-    for instr in dis.get_instructions(code):
+    every = list(dis.get_instructions(code))
+    for instr in every:
         line = _line_of(instr, line)
         if line is not None:
             ops.setdefault(line, []).append(instr)
+    cells = set(code.co_cellvars) | set(code.co_freevars)
+    loop_stores = {}
+    for instr in every:
+        if instr.opname == "FOR_ITER":
+            loop_stores[instr.offset] = cells | {n for i in every if instr.offset < i.offset < instr.argval
+                                                 and i.opname in _STORES for n in _names(i) if isinstance(n, str)}
     facts = {}
     for line, instrs in ops.items():
-        depth, stores = 0, set()
-        for instr in instrs:
-            effect = _INERT.get(instr.opname)
-            if effect is None:
-                break
-            pops, pushes, needs = effect
-            if needs is None:
-                needs = instr.arg
-            if depth < max(pops, needs):  # it would consume or touch a value an earlier line left on the stack
-                break
-            depth += pushes - pops
-            if instr.opname in _STORES:
-                names = instr.argval if isinstance(instr.argval, tuple) else (instr.argval,)
-                if instr.opname == "STORE_FAST_LOAD_FAST":
-                    names = names[:1]
-                stores.update(n for n in names if isinstance(n, str))
-        else:
-            facts[line] = frozenset(stores)
+        found = _quiet_facts(instrs, loop_stores)
+        if found is not None:
+            facts[line] = found
     return facts
 
 
@@ -93,7 +213,7 @@ def _def_line(code):
 
 
 _QUALNAMES = {}
-_INERT_FACTS = weakref.WeakKeyDictionary()   # code -> inert_lines(code): dis is slow, code objects are shared
+_LINE_FACTS = weakref.WeakKeyDictionary()    # code -> line_facts(code): dis is slow, code objects are shared
 _CONTEXTS = weakref.WeakKeyDictionary()       # code -> (source lines, def line index): inspect is slow too
 
 
@@ -126,8 +246,8 @@ def _qualname_from_source(code):
 
 class CodeInfo:
     """Everything the recorder needs to know about one traced code object, computed on first use."""
-    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_inert", "sources", "_lines",
-                 "_context")
+    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_facts", "sources", "layouts",
+                 "_lines", "_context")
 
     def __init__(self, code, path):
         self.code = code
@@ -137,19 +257,21 @@ class CodeInfo:
         self.def_line = _def_line(code)
         # A function-level episode makes sense for a real function, not a lambda, comprehension or class body.
         self.is_function = bool(code.co_flags & CO_OPTIMIZED) and not code.co_name.startswith("<")
-        self._inert = None
+        self._facts = None
         self.sources = {}     # line -> its text, filled by `source`
+        self.layouts = {}     # f_locals names, in order -> what the recorder makes of them (recorder._layout_shape)
         self._lines = None
         self._context = None
 
     @property
-    def inert(self):
-        if self._inert is None:
-            facts = _INERT_FACTS.get(self.code)
+    def facts(self):
+        """{line: LineFacts} of the quiet lines."""
+        if self._facts is None:
+            facts = _LINE_FACTS.get(self.code)
             if facts is None:
-                facts = _INERT_FACTS[self.code] = inert_lines(self.code)
-            self._inert = facts
-        return self._inert
+                facts = _LINE_FACTS[self.code] = line_facts(self.code)
+            self._facts = facts
+        return self._facts
 
     def source(self, line):
         try:

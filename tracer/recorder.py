@@ -35,11 +35,14 @@ import marshal
 import re
 import sys
 import time
+from _thread import _count as _thread_count
+from sys import getprofile as _getprofile, gettrace as _gettrace
 from itertools import chain, compress, repeat
 from operator import is_, ne
 from dataclasses import dataclass, field
 
 from . import values
+from .code_facts import PURE_BUILTINS
 from .format import START_MARKER, UNCHANGED
 
 HIDDEN = ".@"  # first characters of locals that are not the program's own names
@@ -47,8 +50,12 @@ HIDDEN = ".@"  # first characters of locals that are not the program's own names
 SCHEMA = "cwm.trace/1"
 _FRAME_JSON = 105   # the keys and punctuation of one frame's JSON
 _RECORD_JSON = 400  # the rest of a record's JSON: id, origin, stats
-_ATOM, _WITNESS, _DEFAULT = values.ATOM, values.WITNESS, values.DEFAULT
+_ATOM, _WITNESS, _DEFAULT, _OTHER = values.ATOM, values.WITNESS, values.DEFAULT, values.OTHER
+_ATOMIC_SCALARS = values._ATOMIC_SCALARS
+_MISSING = object()
+_UNCHANGED_LEN = len(UNCHANGED)
 still_same = values.still_same
+holds_only_atoms = values.holds_only_atoms
 describe = values.describe
 TRUNCATION_MARKER = values.TRUNCATION_MARKER
 
@@ -76,12 +83,14 @@ class TraceStopped(BaseException):
 
 
 class _Scope:
-    __slots__ = ("info", "inert", "frame", "eps", "prev_line", "last", "diff_base", "diff",
-                 "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged")
+    __slots__ = ("info", "facts", "verdicts", "frame", "eps", "prev_line", "last", "diff_base", "diff",
+                 "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged",
+                 "unchanged_size", "diff_size", "diff_cut")
 
     def __init__(self, info):
         self.info = info
-        self.inert = None       # info.inert, fetched on first use
+        self.facts = None       # info.facts, fetched on first use
+        self.verdicts = None    # {line: Recorder._verdict}, while the kinds stay as they are
         self.frame = None
         self.eps = ()           # [(episode, depth in it)]
         self.prev_line = None
@@ -97,9 +106,30 @@ class _Scope:
         self.texts = []
         self.watch = []         # positions whose value is not atomic: checked on every snapshot
         self.unchanged = {}     # {name: ".."} for every name: the diff when nothing changed
+        self.unchanged_size = 0     # what `_add` counts for it (names, "..", 8 per name)
+        self.diff_size = None       # the same for `diff`, and how many values it shows cut (None: not measured)
+        self.diff_cut = 0
         self.last = None        # the scope's previous snapshot
         self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
         self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
+
+
+def _layout_shape(layout):
+    """What a layout of f_locals (its names, in order) means, the same for every scope of a code object (kept in
+    CodeInfo.layouts, shared, never changed): (how many leading names are hidden, the positions to keep when hidden
+    names are not all leading or None, the shown names, {name: position}, {name: ".."}, what `_add` counts for
+    that last dict)."""
+    skip = 0
+    while skip < len(layout) and layout[skip][:1] in HIDDEN:
+        skip += 1
+    keep = [i for i in range(skip, len(layout)) if layout[i][:1] not in HIDDEN]
+    names = tuple(layout[i] for i in keep)
+    if len(keep) == len(layout) - skip:
+        keep = None
+    else:
+        skip = 0
+    return (skip, keep, names, dict(zip(names, range(len(names)))), dict.fromkeys(names, UNCHANGED),
+            sum(map(len, names)) + (8 + _UNCHANGED_LEN) * len(names))
 
 
 class _Episode:
@@ -141,10 +171,9 @@ def record_id(record):
     """
     body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend")}
     body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
-    data = marshal.dumps(body, 0)
-    if b"0x" in data:       # a plain search first: most traces show no address
-        data = _ADDRESS.sub(b"0x?", data)
-    return hashlib.sha256(data).hexdigest()[:32]
+    # No `b"0x" in data` test first: the regex's own scan for its literal prefix is faster than that search, and
+    # sub() gives back the same bytes when nothing matches.
+    return hashlib.sha256(_ADDRESS.sub(b"0x?", marshal.dumps(body, 0))).hexdigest()[:32]
 
 
 class Recorder:
@@ -163,6 +192,14 @@ class Recorder:
         self.stack = []
         self.suspended = {}                     # id(frame) -> scope of a suspended generator/coroutine
         self.last_line_scope = None             # the scope whose line event was the last event of all
+        # What may run beside the traced code, unseen by any line's bytecode (see _snapshot): the tracer's own
+        # threads (set by the session; any other thread, and values may change under a line that mutates nothing),
+        # and how many collections freed objects (their finalizers run code), as of the last snapshot.
+        self.threads = -1
+        self.own_trace = None       # the trace function the backend installed (None: sys.monitoring)
+        self.collections = 0        # garbage collections so far (count_collection)
+        self.alone_scope = None     # the scope of the last snapshot, when nothing else could run then...
+        self.alone_collections = -1     # ...and how many collections there had been
         self.open = []                          # episodes not yet finished
         self.stop_requested = False
         self.on_stop = None                     # called after the soft timeout has flushed everything
@@ -244,21 +281,27 @@ class Recorder:
         C-level passes find the locals whose object changed (by id: an atomic value is kept alive by its proof, so
         its id cannot be reused); only those, and the non-atomic ones, are looked at in Python.
         """
-        inert = None
-        if after_own_line:
-            facts = scope.inert
-            if facts is None:
-                facts = scope.inert = scope.info.inert
-            stores = facts.get(scope.prev_line)
-            if stores is not None:
-                inert = stores
-                index, kinds = scope.index, scope.kinds   # as of the last snapshot: before the line ran
-                for name in stores:
-                    i = index.get(name)
-                    if i is not None and kinds[i] is not None and kinds[i] != _ATOM:
-                        inert = None    # the value it replaced may have died, and its __del__ run code
-                        break
         locals_ = scope.frame.f_locals
+        trusted = False
+        if scope.watch:
+            # Can the line that just ran have changed a value it did not rebind? Only non-atomic values need the
+            # answer. First: no code that no line shows ran since the last snapshot (count_collection), then: the
+            # line cannot have changed them (_verdict). A quiet line starts no thread and sets no hook, so what the
+            # last untrusted snapshot found still holds after it.
+            collections = self.collections
+            if after_own_line and self.alone_scope is scope and self.alone_collections == collections:
+                verdicts = scope.verdicts
+                verdict = verdicts.get(scope.prev_line) if verdicts is not None else None
+                if verdict is None:
+                    verdict = self._verdict(scope, locals_)
+                trusted = verdict is True or (verdict is not False and self._globals_pure(scope, verdict))
+                trusted = trusted and self.collections == collections   # none ran while deciding (it allocates)
+            if not trusted:
+                clean = _thread_count() == self.threads and _getprofile() is None and _gettrace() is self.own_trace
+                self.alone_scope = scope if clean else None
+            self.alone_collections = collections
+        else:
+            self.alone_scope = None     # unchecked: the next snapshot cannot rely on this one
         layout = tuple(locals_)
         vals = tuple(locals_.values())
         relaid = layout != scope.layout
@@ -271,14 +314,18 @@ class Recorder:
         names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         old_ids = scope.ids
         ids = tuple(map(id, vals))
-        if ids == old_ids and not scope.watch and scope.last is not None:
-            # Every value atomic and still the same object (the proofs keep them alive): nothing to look at.
+        if scope.last is None:
+            return self._first_snapshot(scope, vals, ids)
+        if ids == old_ids and (trusted or not scope.watch):
+            # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
+            # changed: nothing to look at.
             scope.diff_base = cur = scope.last
             scope.diff = scope.unchanged
+            scope.diff_size, scope.diff_cut = scope.unchanged_size, 0
             return cur
         changed = []            # positions whose text changed
         todo = compress(range(len(ids)), map(ne, ids, old_ids))
-        if scope.watch and inert is None:
+        if scope.watch and not trusted:
             # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
             # (values.still_same's first case); only those whose proof fails join the values to look at.
             failed = []
@@ -318,6 +365,7 @@ class Recorder:
                     texts[i] = text
                 if kind != _ATOM:
                     regroup = True
+                    scope.verdicts = None
                 kinds[i] = _ATOM
                 proofs[i] = value
                 continue
@@ -334,6 +382,8 @@ class Recorder:
                 texts[i] = text
             if (new_kind == _ATOM) != (kind == _ATOM):
                 regroup = True
+            if new_kind != kind or new_kind == _WITNESS:
+                scope.verdicts = None   # a new kind, or a new witness (flat or not, exact or not)
             kinds[i] = new_kind
         value = None
         if regroup:
@@ -349,43 +399,170 @@ class Recorder:
                 cur[names[i]] = texts[i]
         else:
             cur = last
+        size, cut = scope.unchanged_size, 0
         if changed:
             diff = scope.unchanged.copy()
             for i in changed:
-                diff[names[i]] = texts[i]
+                text = diff[names[i]] = texts[i]
+                size += len(text) - _UNCHANGED_LEN
+                if text.endswith(TRUNCATION_MARKER):
+                    cut += 1
         else:
             diff = scope.unchanged
         scope.diff_base = last
         scope.diff = diff
+        scope.diff_size, scope.diff_cut = size, cut
         scope.last = cur
         return cur
+
+    def _first_snapshot(self, scope, vals, ids):
+        """_snapshot of a scope that has none yet: every value described, the whole snapshot its own diff."""
+        budget = self.budget
+        kinds, proofs, texts = scope.kinds, scope.proofs, scope.texts
+        cut = 0
+        for i, value in enumerate(vals):
+            t = type(value)
+            if t is int or t is float or t is bool or value is None:   # the common case, inlined
+                try:
+                    text = repr(value)
+                except ValueError:      # an int over sys.int_max_str_digits
+                    text = describe(value, budget)[0]
+                kinds[i], proofs[i] = _ATOM, value
+            else:
+                text, kinds[i], proofs[i] = describe(value, budget)
+            if len(text) > budget and t is int:
+                text = text[:budget] + TRUNCATION_MARKER
+            if text.endswith(TRUNCATION_MARKER):
+                cut += 1
+            texts[i] = text
+        value = None
+        scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
+        scope.ids = ids
+        scope.diff_base = None
+        scope.diff = scope.last = cur = dict(zip(scope.names, texts))
+        scope.diff_size = scope.unchanged_size + sum(map(len, texts)) - _UNCHANGED_LEN * len(texts)
+        scope.diff_cut = cut
+        scope.verdicts = None
+        return cur
+
+    def count_collection(self, phase, info):
+        """gc.callbacks hook (the session installs it): a collection may run finalizers, at any moment, even inside
+        the tracer. Like another thread (the tracer's own are counted in `threads`), a profile function or a trace
+        function that is not the backend's, it is code that no line shows: `_snapshot` trusts no line across one.
+        (A thread started by one line and ended before the next still shows at the snapshot between them.) Not
+        seen: threads started by native code, Python signal handlers, audit hooks."""
+        self.collections += 1
+
+    def _verdict(self, scope, locals_):
+        """What is known of the line that just ran (scope.prev_line), cached in scope.verdicts until a kind changes:
+        False when it may have changed a value it did not rebind, True when it cannot have, or its LineFacts when
+        that depends on what its global names are bound to now (`_globals_pure`).
+
+        The line's bytecode mutates nothing (code_facts.LineFacts), every callee is a pure builtin or a pure method,
+        and what it works on is builtin values only, checked against the last snapshot's kinds (taken before it
+        ran): atoms, and containers whose every element was shown and is an atom. Then no code but the builtins'
+        own C code can have run during the line, whatever the backend sees of calls (sys.monitoring sees none out of
+        scope; a C function set as a class's dunder runs unseen by either). What could still run is asynchronous or
+        hooked: other threads, finalizers run by the cycle collector, a profile function; `_snapshot` rules those out.
+        """
+        facts = scope.facts
+        if facts is None:
+            facts = scope.facts = scope.info.facts
+        line = facts.get(scope.prev_line)
+        if line is None or not self._kinds_allow(scope, line, locals_):
+            verdict = False
+        elif line.globals:
+            verdict = line
+        else:
+            verdict = line.calls <= line.pure_methods
+        if scope.verdicts is None:
+            scope.verdicts = {}
+        scope.verdicts[scope.prev_line] = verdict
+        return verdict
+
+    @staticmethod
+    def _globals_pure(scope, line):
+        """Every global name the line loads is a pure builtin or an atom, and they cover all its calls. Looked up
+        each time: a line that ran since (not a quiet one) may have rebound them."""
+        pure = line.pure_methods
+        frame = scope.frame
+        found, builtins_ = frame.f_globals, frame.f_builtins
+        for name in line.globals:
+            value = found.get(name, _MISSING)
+            if value is _MISSING:
+                value = builtins_.get(name, _MISSING)
+            if id(value) in PURE_BUILTINS:
+                pure += 1
+            elif type(value) not in _ATOMIC_SCALARS:
+                return False
+        return pure >= line.calls
+
+    @staticmethod
+    def _kinds_allow(scope, line, locals_):
+        """The part of _verdict that depends only on the kinds of the scope's values (and, once per container that
+        lasts, on all its elements: values.holds_only_atoms)."""
+        index, kinds, proofs = scope.index, scope.kinds, scope.proofs
+        if _OTHER in kinds or line.iterates or line.rereads:
+            # A user __repr__ runs on every snapshot and may change anything; the iterator a `for` line advances,
+            # or a value the line reread, is not what the snapshot saw.
+            return False
+        for name in line.inplace:           # `n += 1` on an atom rebinds n; on a list it would mutate the list
+            i = index.get(name)
+            if i is None or kinds[i] != _ATOM:
+                return False
+        for name in line.stores:
+            # The value a store replaced may have died, its __del__ run unseen (3.11's settrace drops the frame's
+            # old references while it syncs f_locals, with tracing off).
+            i = index.get(name)
+            if i is not None and kinds[i] is not None and kinds[i] != _ATOM:
+                return False
+        for name in line.loads:
+            # Only builtin values, all of them shown: no operator of the line can reach a dunder method (not even
+            # a C function stored as one, which runs no Python code to be seen) or an element never looked at.
+            i = index.get(name)
+            if i is None:
+                return False
+            kind = kinds[i]
+            if kind == _ATOM:
+                continue
+            proof = proofs[i]
+            if kind != _WITNESS or not proof.flat:
+                return False
+            if not proof.exact:     # the elements it does not show: look at them all, if it lasts
+                proof.asks += 1
+                if proof.asks < 3 or name in line.stores:
+                    return False
+                value = locals_[name]
+                if id(value) != scope.ids[i] or not holds_only_atoms(value, proof):
+                    return False
+        return True
 
     @staticmethod
     def _relayout(scope, layout):
         """The set or order of local names changed: carry what is known over to the new positions."""
         scope.layout = layout
-        skip = 0
-        while skip < len(layout) and layout[skip][:1] in HIDDEN:
-            skip += 1
-        keep = [i for i in range(skip, len(layout)) if layout[i][:1] not in HIDDEN]
-        scope.skip, scope.keep = skip, None
-        if len(keep) != len(layout) - skip:
-            scope.skip, scope.keep = 0, keep
-        names = tuple(layout[i] for i in keep)
+        shape = scope.info.layouts.get(layout)
+        if shape is None:
+            shape = scope.info.layouts[layout] = _layout_shape(layout)
+        scope.skip, scope.keep, names, index, scope.unchanged, scope.unchanged_size = shape
         old = scope.index
-        kinds, proofs, texts, ids = [], [], [], []
-        for name in names:
-            i = old.get(name)
-            if i is None:
-                kinds.append(None), proofs.append(None), texts.append(None), ids.append(0)
-            else:
-                kinds.append(scope.kinds[i]), proofs.append(scope.proofs[i]), texts.append(scope.texts[i])
-                ids.append(scope.ids[i])
-        scope.names = names
-        scope.index = {name: i for i, name in enumerate(names)}
-        scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, tuple(ids)
-        scope.unchanged = dict.fromkeys(names, UNCHANGED)
+        if not old:     # the scope's first snapshot
+            n = len(names)
+            kinds, proofs, texts, ids = [None] * n, [None] * n, [None] * n, (0,) * n
+        else:
+            kinds, proofs, texts, ids = [], [], [], []
+            for name in names:
+                i = old.get(name)
+                if i is None:
+                    kinds.append(None), proofs.append(None), texts.append(None), ids.append(0)
+                else:
+                    kinds.append(scope.kinds[i]), proofs.append(scope.proofs[i]), texts.append(scope.texts[i])
+                    ids.append(scope.ids[i])
+            ids = tuple(ids)
+        scope.names, scope.index = names, index
+        scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, ids
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
+        scope.verdicts = None
 
     # ---- episodes -----------------------------------------------------------------------------------------
     def _new_episode(self, scope, kind):
@@ -417,6 +594,9 @@ class Recorder:
         weighed = None                                       # the locals dict last measured, its size and cuts
         if cur is None:
             size, cut = base + len(value), value.endswith(TRUNCATION_MARKER)
+        elif memo_loc is not None and scope.diff_size is not None:     # the fast snapshot measured its diff
+            weighed, size = memo_loc, base + scope.diff_size
+            cut = scope.diff_cut if size > self.cut_floor else 0     # as counted below
         max_frames, max_bytes = self.max_frames, self.max_bytes
         for ep, d in scope.eps:
             if ep.closed:

@@ -1,7 +1,9 @@
 """One tracing session: a scope, a backend and a recorder wired together; and `trace_call`, the in-process API."""
+import gc
 import inspect
 import os
 import threading
+from _thread import _count as _thread_count
 
 from . import backends, values
 from .recorder import Recorder, TraceConfig, TraceStopped
@@ -44,8 +46,14 @@ class Session:
         rec.on_stop = stop_here
         if self.config.soft_timeout_s:
             self._timer = threading.Timer(self.config.soft_timeout_s, rec.request_stop)
+            self._timer.name = "cwm-tracer-timer"
             self._timer.daemon = True
             self._timer.start()
+        # The recorder trusts a quiet line only while nothing else can run: count the tracer's own threads (any
+        # other, and it trusts none), and every garbage collection (finalizers run in them, even inside the tracer).
+        own = [t for t in threading.enumerate() if t.name.startswith("cwm-tracer")]
+        rec.threads = len(own) if _thread_count() == len(own) else -1
+        gc.callbacks.append(rec.count_collection)
         values.install_alarm()
         try:
             self.backend.start(rec)
@@ -58,6 +66,8 @@ class Session:
 
     def stop(self):
         self.backend.stop()
+        if self.recorder.count_collection in gc.callbacks:
+            gc.callbacks.remove(self.recorder.count_collection)
         values.uninstall_alarm()
         if self._timer is not None:
             self._timer.cancel()

@@ -17,6 +17,7 @@ Flat containers (numbers, short strings, short tuples of those) are rendered by 
 budget can show.
 """
 import _signal
+import os
 import signal
 import threading
 import time
@@ -65,14 +66,14 @@ def _on_alarm(signum, frame):
 def install_alarm():
     """Own SIGALRM for a tracing session (main thread only), so guarding a repr costs two setitimer calls."""
     global _program_handler
-    if _ALARM_OK and threading.current_thread() is threading.main_thread():
+    if _ALARM_OK and _get_ident() == _main_ident:
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         if previous is not _on_alarm:
             _program_handler = previous
 
 
 def uninstall_alarm():
-    if _ALARM_OK and threading.current_thread() is threading.main_thread():
+    if _ALARM_OK and _get_ident() == _main_ident:
         if signal.getsignal(signal.SIGALRM) is _on_alarm:
             signal.signal(signal.SIGALRM, _program_handler if _program_handler is not None else signal.SIG_DFL)
 
@@ -90,29 +91,29 @@ def _user_repr(value):
 def guarded_repr(value):
     """(repr(value), None), or (None, why) when it raised or ran past REPR_TIMEOUT_S.
 
-    The hang guard is SIGALRM (main thread only); a timer the program had running is put back afterwards.
+    The hang guard is SIGALRM (main thread only); a timer the program had running is put back afterwards. This runs
+    for every user __repr__ (and, in the naive recorder, every container), so the common case calls C functions
+    only: the two setitimer calls that arm and disarm the guard, and no enum conversions or threading lookups.
     """
     global _in_repr
-    use_alarm = _ALARM_OK and threading.get_ident() == threading.main_thread().ident
-    swapped = None
     try:
-        if use_alarm:
-            if _getsignal(signal.SIGALRM) is not _on_alarm:  # no session, or the program took the signal
-                swapped = signal.signal(signal.SIGALRM, _on_alarm)
-            old_timer = signal.setitimer(signal.ITIMER_REAL, REPR_TIMEOUT_S)
-            started = time.perf_counter()
-            _in_repr = True
+        if not (_ALARM_OK and _get_ident() == _main_ident):
+            return repr(value), None
+        swapped = None
+        if _getsignal(_SIGALRM) is not _on_alarm:  # no session, or the program took the signal
+            swapped = _set_handler(_SIGALRM, _on_alarm)
+        left, interval = _setitimer(_ITIMER_REAL, REPR_TIMEOUT_S)
+        started = _perf_counter() if left > 0 else None
+        _in_repr = True
         try:
             text = repr(value)
         finally:
-            if use_alarm:
-                _in_repr = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                if swapped is not None:
-                    signal.signal(signal.SIGALRM, swapped)
-                if old_timer[0] > 0:
-                    left = old_timer[0] - (time.perf_counter() - started)
-                    signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), old_timer[1])
+            _in_repr = False
+            _setitimer(_ITIMER_REAL, 0)
+            if swapped is not None:
+                _set_handler(_SIGALRM, swapped)
+            if left > 0:  # the program's own timer was running: put back what is left of it
+                _setitimer(_ITIMER_REAL, max(left - (_perf_counter() - started), 1e-3), interval)
     except _ReprTimeout:
         return None, "repr timed out"
     except Exception as e:  # RecursionError, anything the user's __repr__ raises
@@ -120,9 +121,24 @@ def guarded_repr(value):
     return text, None
 
 
+def _note_main_thread():
+    """Remember the main thread's ident for guarded_repr's per-call check; run again in a forked child, where the
+    thread that forked becomes the main one (threading's own fork hook, registered earlier, has run by then)."""
+    global _main_ident
+    _main_ident = threading.main_thread().ident
+
+
+_note_main_thread()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_main_thread)
+_get_ident, _perf_counter = threading.get_ident, time.perf_counter
 _ALARM_OK = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
-# The C function: signal.getsignal wraps it to turn ints into enums, by way of a caught ValueError (microseconds).
+if _ALARM_OK:
+    _SIGALRM, _ITIMER_REAL, _setitimer = int(signal.SIGALRM), signal.ITIMER_REAL, signal.setitimer
+# The C functions: signal.signal/getsignal wrap them to turn ints into enums, by way of a caught ValueError
+# (microseconds); the raw values they return and take mean the same handlers.
 _getsignal = getattr(_signal, "getsignal", signal.getsignal)
+_set_handler = getattr(_signal, "signal", signal.signal)
 
 
 def _str_repr(s, limit):
@@ -138,13 +154,33 @@ def _str_repr(s, limit):
 
 class _Witness:
     """What a container's (cut) repr was made of: its type, how many elements it had (exactly, or at least), and
-    per rendered element the atomic object itself, a nested _Witness, or a _Default."""
-    __slots__ = ("type", "need", "exact", "items", "flat")
+    per rendered element the atomic object itself, a nested _Witness, or a _Default.
+
+    all_atoms: whether every element (shown or not) is an atom, once `holds_only_atoms` looked (None before);
+    asks: how often the recorder wanted to know (it looks only at containers that last a while)."""
+    __slots__ = ("type", "need", "exact", "items", "flat", "all_atoms", "asks")
 
     def __init__(self, t):
         self.type = t
         self.items = []
         self.flat = True
+        self.all_atoms = None
+        self.asks = 0
+
+
+_SCALAR_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def holds_only_atoms(value, w):
+    """True when `value`, the container witness `w` was taken of, holds only scalar atoms (a C scan of every
+    element): then no operation on an element can call back into Python code. The answer is kept on `w`."""
+    if w.all_atoms is None:
+        t = w.type
+        if t is dict:
+            w.all_atoms = set(map(type, value)) <= _SCALAR_ATOMS and set(map(type, value.values())) <= _SCALAR_ATOMS
+        else:
+            w.all_atoms = set(map(type, value)) <= _SCALAR_ATOMS
+    return w.all_atoms
 
 
 class _Default:

@@ -2,7 +2,10 @@
 import json
 import re
 
+import pytest
+
 from tracer import TraceConfig, trace_call
+from tracer.naive import NaiveRecorder
 
 
 def _spin(n):
@@ -10,6 +13,19 @@ def _spin(n):
     for i in range(n):
         total += i
     return total
+
+
+class _EndsLikeACut:
+    def __repr__(self):
+        return "short...<cut>"      # a repr that ends the way a cut one does, well within the budget
+
+
+def _cut_lookalikes(n):
+    v, text = _EndsLikeACut(), "a long string " * 30
+    for i in range(n):
+        v = _EndsLikeACut() if i % 2 else v
+        text = text[1:]
+    return v
 
 
 def _forever():
@@ -34,6 +50,29 @@ def test_byte_budget(here, backend):
     assert 10 < len(record["frames"]) and 0.8 * 4000 < len(json.dumps(record)) < 4000 * 1.2
     (whole,) = trace_call(_spin, 1000, config=_config(here, backend))
     assert whole["frames"][:len(record["frames"])] == record["frames"]  # a prefix, nothing reordered or lost
+
+
+@pytest.mark.parametrize("max_bytes", [1200, 2500, 6000])
+def test_byte_budget_ends_traces_where_the_naive_recorder_does(corpus, compare, here, backend, max_bytes):
+    """The fast recorder measures a frame from its snapshot's diff; the naive one from the frame itself. With short
+    values (many shown cut) and small byte budgets, both must end every trace at the same frame."""
+    ended = cut = 0
+    for name, fn in corpus.PROGRAMS.items():
+        config = _config(here, backend, depth=3, function_episodes=True, max_bytes=max_bytes, value_budget=12)
+        fast, naive = trace_call(fn, config=config), trace_call(fn, config=config, recorder=NaiveRecorder)
+        assert compare(fast) == compare(naive), name
+        ended += sum(r["stats"].get("budget") == "bytes" for r in fast)
+        cut += sum(r["stats"]["truncated_values"] for r in fast)
+    assert ended and cut, "no trace reached the byte budget or showed a cut value: the check checked nothing"
+
+
+def test_cut_values_are_counted_as_the_naive_recorder_counts_them(compare, here, backend):
+    for budget in (10, 200):
+        config = _config(here, backend, value_budget=budget)
+        fast, naive = trace_call(_cut_lookalikes, 6, config=config), trace_call(_cut_lookalikes, 6, config=config,
+                                                                                recorder=NaiveRecorder)
+        assert compare(fast) == compare(naive)
+        assert fast[-1]["stats"]["truncated_values"] > 0
 
 
 def test_soft_timeout_records_the_trace(here, backend):

@@ -112,6 +112,80 @@ def test_repr_guard_keeps_the_programs_alarm(monkeypatch):
     assert not fired
 
 
+@pytest.mark.parametrize("session", [False, True])
+def test_repr_guard_hands_the_alarm_back(monkeypatch, session):
+    """In a tracing session and outside one: a hung repr is cut off, the program's own SIGALRM handler is in place
+    again afterwards, and an alarm of the program's that fires outside a repr still reaches that handler."""
+    import signal
+    import time
+    from fractions import Fraction
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer on this platform")
+
+    class Slow:
+        def __repr__(self):
+            while True:
+                pass
+
+    def handler(*_):
+        fired.append(1)
+
+    fired = []
+    monkeypatch.setattr(values, "REPR_TIMEOUT_S", 0.05)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        if session:
+            values.install_alarm()
+        assert values.guarded_repr(Slow()) == (None, "repr timed out")
+        assert values.guarded_repr(Fraction(1, 3)) == ("Fraction(1, 3)", None)
+        assert (signal.getsignal(signal.SIGALRM) is values._on_alarm) == session
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        deadline = time.monotonic() + 2
+        while not fired and time.monotonic() < deadline:
+            pass
+        assert fired == [1]
+        if session:
+            values.uninstall_alarm()
+        assert signal.getsignal(signal.SIGALRM) is handler
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_repr_guard_leaves_signals_alone_off_the_main_thread():
+    """Only the main thread receives SIGALRM, so another thread's reprs go unguarded by it (and signal.signal would
+    raise there): the program's running timer and handler stay exactly as they were, even during the repr."""
+    import signal
+    import threading
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer on this platform")
+
+    class PeeksAtTimer:
+        def __repr__(self):
+            return "timer left > 1s" if signal.getitimer(signal.ITIMER_REAL)[0] > 1 else "timer re-armed"
+
+    class Raises:
+        def __repr__(self):
+            raise KeyError("nope")
+
+    results = []
+    old = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 5.0, 5.0)
+        worker = threading.Thread(target=lambda: results.extend(
+            [values.guarded_repr(PeeksAtTimer()), values.guarded_repr(Raises()), signal.getitimer(signal.ITIMER_REAL)]))
+        worker.start()
+        worker.join()
+        assert results[:2] == [("timer left > 1s", None), (None, "repr raised KeyError")]
+        left, interval = results[2]
+        assert 4.0 < left <= 5.0 and interval == 5.0
+        assert signal.getsignal(signal.SIGALRM) is signal.SIG_IGN
+        assert values.guarded_repr(PeeksAtTimer()) == ("timer re-armed", None)     # the main thread is guarded
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _proof_holds(before, after, budget):
     text, kind, proof = values.describe(before, budget)
     if kind == values.ATOM:
