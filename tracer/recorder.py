@@ -159,21 +159,31 @@ def mark_start(source, line_index):
     return "\n".join(lines)
 
 
-_ADDRESS = re.compile(rb"0x[0-9a-fA-F]{6,}")
+# A memory address in a repr: "0x" and at least 6 hex digits, followed by what follows one inside a text ("at 0x7f..>",
+# "0x7f..," or a str's closing quote). Never by the end of the text: there marshal's own bytes follow, and a dict's
+# end marker is the byte "0", which would make "0x12345" at the end of a value look like an address.
+_ADDRESS = re.compile(rb"0x[0-9a-fA-F]{6,}(?=[>)\],;:\s'\"])")
 
 
 def record_id(record):
     """Stable content hash of a record: the same trace gets the same id whichever backend made it and however long
     it took; memory addresses in reprs are masked (they differ from run to run).
 
-    marshal format 0 is a canonical serialisation of str/int/dict/list/None (no sharing or interning marks in it)
-    and several times faster than JSON, which matters for traces of a megabyte.
+    What is hashed is the record in a canonical form, serialised by marshal format 0 (canonical for str/int/tuple/
+    list/None: no sharing or interning marks; several times faster than JSON): the record without its frames, then
+    each frame as (kind, depth, place, locals, value), then the places, the distinct (path, line, source) in order of
+    first use. A frame's path and source text are the same on every pass over a line: written once, they halve the
+    bytes to serialise and hash.
     """
-    body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend")}
+    body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend", "frames")}
     body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
+    places = {}
+    frames = [(f["kind"], f["depth"], places.setdefault((f["path"], f["line"], f["source"]), len(places)),
+               f["locals"], f["value"]) for f in record.get("frames", ())]
+    data = marshal.dumps((body, frames, list(places)), 0)
     # No `b"0x" in data` test first: the regex's own scan for its literal prefix is faster than that search, and
     # sub() gives back the same bytes when nothing matches.
-    return hashlib.sha256(_ADDRESS.sub(b"0x?", marshal.dumps(body, 0))).hexdigest()[:32]
+    return hashlib.sha256(_ADDRESS.sub(b"0x?", data)).hexdigest()[:32]
 
 
 class Recorder:
