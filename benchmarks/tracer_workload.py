@@ -88,17 +88,22 @@ def bank(n):
     return count, acc.history[-1]
 
 
-def function_suite():
+def function_calls():
+    """The calls of the CPU-bound function suite: [(function, arguments)]."""
     data = [(i * 7919) % 211 for i in range(300)]
     return [
-        bubble(data[:30]),
-        word_freq("The cat and the hat. And the bat, the mat. " * 15),
-        primes(400),
-        lcs("ACGTACGTTGCAGT", "TGCATGCAACGTAC"),
-        two_sum(data, 400),
-        max_subarray([v - 105 for v in data]),
-        bank(60),
+        (bubble, (data[:30],)),
+        (word_freq, ("The cat and the hat. And the bat, the mat. " * 15,)),
+        (primes, (400,)),
+        (lcs, ("ACGTACGTTGCAGT", "TGCATGCAACGTAC")),
+        (two_sum, (data, 400)),
+        (max_subarray, ([v - 105 for v in data],)),
+        (bank, (60,)),
     ]
+
+
+def function_suite():
+    return [fn(*args) for fn, args in function_calls()]
 
 
 def library_suite(difflib, textwrap, fractions, shlex):

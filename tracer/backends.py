@@ -259,18 +259,22 @@ class MonitoringBackend(_Backend):
             return self.DISABLE
         return self._line(code, line)
 
-    def _leave(self, code, how, value):
+    def _top_scope(self, depth):
+        """The innermost scope, when its frame is the one `depth` frames up from this call (the event's own frame)
+        and this is the traced thread."""
         if threading.get_ident() != self.tid:
             return None
         stack = self.rec.stack
-        if not stack:
-            return None
-        scope = stack[-1]
-        frame = scope.frame
-        if frame is not sys._getframe(2):
+        if stack and stack[-1].frame is sys._getframe(depth):
+            return stack[-1]
+        return None
+
+    def _leave(self, code, how, value):
+        scope = self._top_scope(3)
+        if scope is None:
             return None
         try:
-            self.rec.leave(scope, how, value, frame.f_lineno)
+            self.rec.leave(scope, how, value, scope.frame.f_lineno)
         except Exception as e:
             self._internal_error(e)
 
@@ -286,16 +290,12 @@ class MonitoringBackend(_Backend):
         return self._leave(code, "unwind", None)
 
     def _raise(self, code, offset, exc):
-        if not self.infos.get(code) or threading.get_ident() != self.tid:
+        if not self.infos.get(code):
             return None
-        stack = self.rec.stack
-        if not stack:
-            return None
-        scope = stack[-1]
-        frame = scope.frame
-        if frame is not sys._getframe(1):
+        scope = self._top_scope(2)
+        if scope is None:
             return None
         try:
-            self.rec.exception(scope, frame.f_lineno, exc)
+            self.rec.exception(scope, scope.frame.f_lineno, exc)
         except Exception as e:
             self._internal_error(e)

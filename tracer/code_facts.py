@@ -7,8 +7,9 @@ change while the last line ran. The bytecode says what a line may do:
   plain jumps, returns): no other Python code runs and no object changes.
 - *quiet*: besides that it only computes (arithmetic, comparisons, subscripts, building new containers, iterating,
   formatting) and calls pure builtins (`len`, `range`, `max`...) or non-mutating methods of builtin types
-  (`str.lower`, `dict.get`...). No instruction of it mutates an existing object: only Python code it ends up
-  running could (a user `__lt__`, a property, a generator), or a name bound to something else than the builtin.
+  (`str.lower`, `dict.get`...), on values it loaded itself (not ones an earlier line left on the stack). No
+  instruction of it mutates an existing object: only Python code it ends up running could (a user `__lt__`, a
+  property, a generator), or a name bound to something else than the builtin.
   Which of those is ruled out at run time is the recorder's part: the names the line loads are listed for it.
 Anything else (a subscript or attribute store, an in-place operation that is not on a plain local, a call of
 anything else, an import, a yield) is not quiet: the recorder checks every container it showed again.
@@ -24,29 +25,22 @@ import weakref
 
 CO_OPTIMIZED = 0x0001
 
-# opcode name -> (values popped, values pushed, stack depth it needs to be there already). Only these are inert.
-_INERT = {
-    "NOP": (0, 0, 0), "NOT_TAKEN": (0, 0, 0), "EXTENDED_ARG": (0, 0, 0), "CACHE": (0, 0, 0),
-    "JUMP_FORWARD": (0, 0, 0), "COPY_FREE_VARS": (0, 0, 0),
-    "LOAD_FAST": (0, 1, 0), "LOAD_FAST_CHECK": (0, 1, 0), "LOAD_FAST_AND_CLEAR": (0, 1, 0), "LOAD_CONST": (0, 1, 0),
-    "LOAD_SMALL_INT": (0, 1, 0), "LOAD_DEREF": (0, 1, 0), "LOAD_CLOSURE": (0, 1, 0), "PUSH_NULL": (0, 1, 0),
-    "LOAD_FAST_LOAD_FAST": (0, 2, 0),
-    "STORE_FAST": (1, 0, 0), "STORE_DEREF": (1, 0, 0), "DELETE_FAST": (0, 0, 0), "DELETE_DEREF": (0, 0, 0),
-    "STORE_FAST_STORE_FAST": (2, 0, 0), "STORE_FAST_LOAD_FAST": (1, 1, 0),
-    "POP_TOP": (1, 0, 0), "DUP_TOP": (0, 1, 1), "ROT_TWO": (0, 0, 2), "ROT_THREE": (0, 0, 3), "ROT_FOUR": (0, 0, 4),
-    "COPY": (0, 1, None), "SWAP": (0, 0, None),
-    "POP_JUMP_IF_NONE": (1, 0, 0), "POP_JUMP_IF_NOT_NONE": (1, 0, 0),
-    "POP_JUMP_FORWARD_IF_NONE": (1, 0, 0), "POP_JUMP_FORWARD_IF_NOT_NONE": (1, 0, 0),
-    "RETURN_VALUE": (1, 0, 0), "RETURN_CONST": (0, 0, 0),
-}
-if sys.version_info >= (3, 13):  # a conditional jump's operand is an exact bool from 3.13 on (TO_BOOL is separate)
-    _INERT.update({"POP_JUMP_IF_TRUE": (1, 0, 0), "POP_JUMP_IF_FALSE": (1, 0, 0)})
+# Opcodes that only move values between the stack, local variables and constants.
+_MOVES = frozenset({
+    "NOP", "NOT_TAKEN", "EXTENDED_ARG", "CACHE", "JUMP_FORWARD", "COPY_FREE_VARS",
+    "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_CONST", "LOAD_SMALL_INT", "LOAD_DEREF",
+    "LOAD_CLOSURE", "PUSH_NULL", "LOAD_FAST_LOAD_FAST",
+    "STORE_FAST", "STORE_DEREF", "DELETE_FAST", "DELETE_DEREF", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
+    "POP_TOP", "DUP_TOP", "ROT_TWO", "ROT_THREE", "ROT_FOUR", "COPY", "SWAP",
+    "POP_JUMP_IF_NONE", "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE",
+    "RETURN_VALUE", "RETURN_CONST",
+})
 _STORES = frozenset({"STORE_FAST", "STORE_DEREF", "DELETE_FAST", "DELETE_DEREF", "STORE_FAST_STORE_FAST",
                      "STORE_FAST_LOAD_FAST", "LOAD_FAST_AND_CLEAR"})
 _LOCAL_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_FAST_LOAD_FAST",
                           "LOAD_FAST_AND_CLEAR", "STORE_FAST_LOAD_FAST", "LOAD_FAST_BORROW",
                           "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
-# Opcodes of quiet lines beyond the inert ones: they compute new values, iterate and jump. They can run Python code
+# Opcodes of quiet lines beyond the moves: they compute new values, iterate and jump. They can run Python code
 # only through the dunder methods of their operands (what the recorder rules out at run time), never mutate an
 # object by themselves (LIST_APPEND and friends fill the new container a comprehension or display is building).
 _QUIET = frozenset({
@@ -67,6 +61,44 @@ _QUIET = frozenset({
     "CALL", "CALL_KW", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW",
 })
 _CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW"})
+# How deep into the stack an instruction reaches, where dis.stack_effect's net count does not tell: those that push
+# one result take (1 - net) values; these take one whatever they push; these reach down `arg` values (plus what they
+# pop). Every other instruction takes (-net). The loop's own end (the iterator the `for` line made) is not counted.
+_PUSH_ONE = frozenset({
+    "BINARY_OP", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "BINARY_SUBSCR", "BINARY_SLICE", "TO_BOOL", "GET_ITER",
+    "UNARY_NEGATIVE", "UNARY_POSITIVE", "UNARY_INVERT", "UNARY_NOT", "LIST_TO_TUPLE",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "BUILD_STRING", "BUILD_SLICE",
+    "FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "CONVERT_VALUE",
+}) | {n for n in _QUIET if n.startswith("BINARY_")} | _CALLS
+_TAKE_ONE = frozenset({"LOAD_ATTR", "LOAD_METHOD", "UNPACK_SEQUENCE", "UNPACK_EX", "FOR_ITER", "STORE_FAST_LOAD_FAST"})
+_REACH_ARG = {"COPY": 0, "SWAP": 0, "LIST_APPEND": 1, "SET_ADD": 1, "LIST_EXTEND": 1, "SET_UPDATE": 1,
+              "DICT_UPDATE": 1, "DICT_MERGE": 1, "MAP_ADD": 2}
+_REACH_FIXED = {"DUP_TOP": 1, "ROT_TWO": 2, "ROT_THREE": 3, "ROT_FOUR": 4}
+_LOOP_END = frozenset({"END_FOR", "POP_ITER"})
+
+
+def _takes_only_its_own(instrs):
+    """True when no instruction of the line takes or touches a value an earlier line left on the stack: dropping
+    one (`break` pops the loop's iterator: a generator's `finally` may run) or computing with one (the left operand
+    of a multi-line expression) may run code that the line's own loads say nothing of."""
+    depth = 0
+    for instr in instrs:
+        op = instr.opname
+        if op in _LOOP_END:
+            continue
+        net = dis.stack_effect(instr.opcode, instr.arg, jump=False)
+        if op in _PUSH_ONE:
+            reach = 1 - net
+        elif op in _TAKE_ONE:
+            reach = 1
+        elif op in _REACH_ARG:
+            reach = instr.arg + _REACH_ARG[op]
+        else:
+            reach = _REACH_FIXED.get(op, -net)
+        if depth < reach:
+            return False
+        depth += net
+    return True
 _INPLACE_OLD = frozenset(n for n in dis.opname if n.startswith("INPLACE_"))   # 3.9/3.10
 _NB_INPLACE = range(13, 26)     # BINARY_OP's in-place operations (3.11+): +=, &=, //=, ... ^=
 
@@ -86,7 +118,7 @@ _PURE_METHODS = frozenset(
 class LineFacts:
     """What one quiet line does, for the recorder's run-time checks (see the module docstring).
 
-    stores: local names it stores or deletes. inert: it is inert. loads: local names it reads. globals: global names
+    stores: local names it stores or deletes. loads: local names it reads. globals: global names
     it reads (each must turn out to be a pure builtin or an atomic constant). calls: how many calls it makes.
     pure_methods: how many pure-method loads it has: with the pure builtins among `globals`, every call's callee
     must be one of them. inplace: locals an in-place operator rebinds (each must hold an atomic value before).
@@ -95,10 +127,10 @@ class LineFacts:
     rereads: it reads a local it has just stored (a walrus, two statements on one line), whose kind the last
     snapshot does not know.
     """
-    __slots__ = ("stores", "inert", "loads", "globals", "calls", "pure_methods", "inplace", "iterates", "rereads")
+    __slots__ = ("stores", "loads", "globals", "calls", "pure_methods", "inplace", "iterates", "rereads")
 
-    def __init__(self, stores, inert, loads, globals_, calls, pure_methods, inplace, iterates, rereads):
-        self.stores, self.inert, self.loads, self.globals = stores, inert, loads, globals_
+    def __init__(self, stores, loads, globals_, calls, pure_methods, inplace, iterates, rereads):
+        self.stores, self.loads, self.globals = stores, loads, globals_
         self.calls, self.pure_methods, self.inplace = calls, pure_methods, inplace
         self.iterates, self.rereads = iterates, rereads
 
@@ -114,21 +146,6 @@ def _line_of(instr, current):
 def _names(instr):
     argval = instr.argval
     return argval if isinstance(argval, tuple) else (argval,)
-
-
-def _is_inert(instrs):
-    depth = 0
-    for instr in instrs:
-        effect = _INERT.get(instr.opname)
-        if effect is None:
-            return False
-        pops, pushes, needs = effect
-        if needs is None:
-            needs = instr.arg
-        if depth < max(pops, needs):  # it would consume or touch a value an earlier line left on the stack
-            return False
-        depth += pushes - pops
-    return True
 
 
 def _quiet_facts(instrs, loop_stores):
@@ -151,7 +168,7 @@ def _quiet_facts(instrs, loop_stores):
                 loads.update(names)
             if op in _STORES:
                 stores.update(names)
-        elif op in _INERT:
+        elif op in _MOVES:
             continue
         elif op not in _QUIET and op not in _INPLACE_OLD:
             return None
@@ -171,12 +188,14 @@ def _quiet_facts(instrs, loop_stores):
             if after is None or after.opname not in ("STORE_FAST", "STORE_DEREF"):
                 return None
             inplace.add(after.argval)
-    return LineFacts(frozenset(stores), _is_inert(instrs), tuple(loads), tuple(globals_), calls, pure_methods,
-                     tuple(inplace), iterates, rereads)
+    if not _takes_only_its_own(instrs):
+        return None
+    return LineFacts(frozenset(stores), tuple(loads), tuple(globals_), calls, pure_methods, tuple(inplace), iterates,
+                     rereads)
 
 
 def line_facts(code):
-    """{line: LineFacts} for the quiet lines of `code` (the inert ones among them)."""
+    """{line: LineFacts} for the quiet lines of `code`."""
     ops = {}
     line = None
     every = list(dis.get_instructions(code))

@@ -55,7 +55,7 @@ SCHEMA = "cwm.trace/1"
 _FRAME_JSON = 105   # the keys and punctuation of one frame's JSON
 _RECORD_JSON = 400  # the rest of a record's JSON: id, origin, stats
 _ATOM, _WITNESS, _DEFAULT, _OTHER = values.ATOM, values.WITNESS, values.DEFAULT, values.OTHER
-_ATOMIC_SCALARS = values._ATOMIC_SCALARS
+_ATOMIC_SCALARS = values.ATOMIC_SCALARS
 _MISSING = object()
 _UNCHANGED_LEN = len(UNCHANGED)
 still_same = values.still_same
@@ -435,21 +435,10 @@ class Recorder:
         kinds, proofs, texts = scope.kinds, scope.proofs, scope.texts
         cut = 0
         for i, value in enumerate(vals):
-            t = type(value)
-            if t is int or t is float or t is bool or value is None:   # the common case, inlined
-                try:
-                    text = repr(value)
-                except ValueError:      # an int over sys.int_max_str_digits
-                    text = describe(value, budget)[0]
-                kinds[i], proofs[i] = _ATOM, value
-            else:
-                text, kinds[i], proofs[i] = describe(value, budget)
-            if len(text) > budget and t is int:
-                text = text[:budget] + TRUNCATION_MARKER
+            text, kinds[i], proofs[i] = describe(value, budget)
             if text.endswith(TRUNCATION_MARKER):
                 cut += 1
             texts[i] = text
-        value = None
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
         scope.ids = ids
         scope.diff_base = None

@@ -27,14 +27,14 @@ from operator import is_
 TRUNCATION_MARKER = "...<cut>"
 REPR_TIMEOUT_S = 0.5
 
-_ATOMIC_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range})
+ATOMIC_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range})
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
 # Types whose repr is computed in C without calling back into Python code (for these exact types).
 _NO_CALLBACK_REPRS = frozenset({int, float, complex, bool, bytes, type(None), type(Ellipsis), range, bytearray,
                                 type, type(len)})
 
 
-def is_atomic(value, _scalars=_ATOMIC_SCALARS):
+def is_atomic(value, _scalars=ATOMIC_SCALARS):
     """True for immutable builtins whose repr is fixed for the object's lifetime (tuples/frozensets of such too)."""
     t = type(value)
     if t in _scalars:
@@ -168,18 +168,16 @@ class _Witness:
         self.asks = 0
 
 
-_SCALAR_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
-
-
 def holds_only_atoms(value, w):
     """True when `value`, the container witness `w` was taken of, holds only scalar atoms (a C scan of every
     element): then no operation on an element can call back into Python code. The answer is kept on `w`."""
     if w.all_atoms is None:
         t = w.type
         if t is dict:
-            w.all_atoms = set(map(type, value)) <= _SCALAR_ATOMS and set(map(type, value.values())) <= _SCALAR_ATOMS
+            w.all_atoms = (set(map(type, value)) <= ATOMIC_SCALARS
+                           and set(map(type, value.values())) <= ATOMIC_SCALARS)
         else:
-            w.all_atoms = set(map(type, value)) <= _SCALAR_ATOMS
+            w.all_atoms = set(map(type, value)) <= ATOMIC_SCALARS
     return w.all_atoms
 
 
@@ -255,7 +253,7 @@ class _Walk:
         if t in _CONTAINERS:
             return self.container(v, t)
         if self.ok:
-            if t in _ATOMIC_SCALARS:
+            if t in ATOMIC_SCALARS:
                 self._note(v)
             else:
                 names = _repr_names(v, t)
@@ -494,7 +492,7 @@ def describe(value, budget):
             return text, WITNESS, walk.top
         return text, OTHER, None
     text = safe_repr(value, budget)[0]
-    if t in _ATOMIC_SCALARS:
+    if t in ATOMIC_SCALARS:
         return text, ATOM, value
     names = _repr_names(value, t)
     if names is not None:

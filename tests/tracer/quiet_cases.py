@@ -942,6 +942,14 @@ def generator_closed_by_rebinding():
     done = True
 
 
+@case("log", "'closed'")
+def generator_closed_by_break():
+    log = []
+    for v in closing(log):
+        break   # pops the loop's iterator: the generator closes, its `finally` runs
+    done = True
+
+
 # __del__ and finalizers when a rebinding drops the last reference.
 @case("log", "'died'")
 def del_on_rebinding():
