@@ -31,6 +31,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from tracer import TraceConfig, trace_call  # noqa: E402
+from tracer.recorder import Recorder  # noqa: E402
 from tracer.naive import NaiveCutRecorder, NaiveRecorder  # noqa: E402
 
 TARGET = 3.0
@@ -54,6 +55,28 @@ class FramesOnlyRecorder(NaiveRecorder):
         scope.diff_base = scope.last
         scope.diff = scope.last = cur = {}
         scope.diff_size, scope.diff_cut = 0, 0
+        return cur
+
+
+class ReplayRecorder(Recorder):
+    """Plays back the snapshots a `RecordingRecorder` took of the same workload: every frame with its real locals
+    and no snapshot work at all, the floor of any recorder's cost (test_tracer_instructions.py counts it)."""
+    tape = iter(())
+
+    def _snapshot(self, scope, after_own_line):
+        cur, diff, size, cut = next(self.tape)
+        scope.diff_base = scope.last
+        scope.last, scope.diff, scope.diff_size, scope.diff_cut = cur, diff, size, cut
+        return cur
+
+
+class RecordingRecorder(Recorder):
+    """The fast recorder, keeping each snapshot and its diff for ReplayRecorder."""
+    tape = []
+
+    def _snapshot(self, scope, after_own_line):
+        cur = super()._snapshot(scope, after_own_line)
+        self.tape.append((cur, scope.diff, scope.diff_size, scope.diff_cut))
         return cur
 
 
@@ -130,6 +153,11 @@ def measure(backend, root, entry, args, setup):
     frames = sum(len(r["frames"]) for r in records)
     assert frames > 0, f"nothing under {root} was traced"
     assert [len(r["frames"]) for r in frames_only()] == [len(r["frames"]) for r in records]
+    RecordingRecorder.tape = []
+    trace_call(entry, *args, config=config, recorder=RecordingRecorder)
+    ReplayRecorder.tape = iter(RecordingRecorder.tape)
+    replayed = trace_call(entry, *args, config=config, recorder=ReplayRecorder)
+    assert _comparable(replayed) == _comparable(records), "replaying the fast recorder's snapshots changed the records"
     (untraced,) = _best([untraced])
     fast_s, naive_s, naive_cut_s, frames_only_s = _best([fast, naive, naive_cut, frames_only])
     return {"python": "%d.%d.%d" % sys.version_info[:3], "backend": backend, "setup": setup, "frames": frames,
@@ -208,8 +236,7 @@ def test_tracer_speed(benchmark):
 def trace_repeatedly(workload, setup, backend, recorder, n):
     """Set a workload (or one function of the suite) up, trace it once to warm what sessions share (imports,
     bytecode facts), then `n` more times: what test_tracer_instructions.py counts under valgrind."""
-    cls = {"fast": None, "naive": NaiveRecorder, "frames-only": FramesOnlyRecorder}[recorder]
-    kwargs = {"recorder": cls} if cls is not None else {}
+    cls = {"fast": Recorder, "naive": NaiveRecorder, "frames-only": FramesOnlyRecorder, "replay": ReplayRecorder}
     with tempfile.TemporaryDirectory(prefix="cwm-bench-") as tmp:
         found = workloads(tmp)
         if workload not in found:   # one function of the suite, by name
@@ -217,8 +244,11 @@ def trace_repeatedly(workload, setup, backend, recorder, n):
             found = {fn.__name__: (str(HERE), fn, args) for fn, args in module.function_calls()}
         root, entry, args = found[workload]
         config = TraceConfig(root=root, backend=backend, max_frames=10 ** 9, max_bytes=10 ** 12, **CONFIGS[setup])
-        for _ in range(1 + n):
-            trace_call(entry, *args, config=config, **kwargs)
+        # replay: the warm-up run records what the other runs play back
+        trace_call(entry, *args, config=config, recorder=RecordingRecorder if recorder == "replay" else cls[recorder])
+        for _ in range(n):
+            ReplayRecorder.tape = iter(RecordingRecorder.tape)
+            trace_call(entry, *args, config=config, recorder=cls[recorder])
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
