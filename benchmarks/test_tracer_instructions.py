@@ -1,19 +1,20 @@
 """Tracer speed in instructions: the workloads of test_tracer_speed.py, counted by valgrind instead of timed.
 
 Timings on the shared 2-core machine drift by up to 1.6x between runs, and even best-of-5 ratios move by ±30%;
-instruction counts do not (two runs agree to 0.01%). Each count is callgrind's total for a child process that sets a
-workload up, traces it once to warm the caches every session shares (imports, bytecode facts), then traces it N more
-times; per recorder, the count at N=1 minus the count at N=0 is what one traced run costs, session set-up included
-(the first run of a process costs more: bytecode facts, linecache).
+instruction counts hardly do (two full runs agreed within 0.5%). Each count is callgrind's total for a child process
+that sets a workload up, traces it once to warm the caches every session shares (imports, bytecode facts), then
+traces it N more times; per recorder, the count at N=1 minus the count at N=0 is what one traced run costs, session
+set-up included (the first run of a process costs more: bytecode facts, linecache).
 
 Recorders: fast (tracer/recorder.py), naive (tracer/naive.py), and two from test_tracer_speed.py: frames-only
 (every frame, no locals) and replay (fast's own snapshots, recorded in the warm-up run, played back: every frame with
 its real locals and no snapshot work). naive ÷ replay is the ceiling of naive ÷ fast: what a change detector whose
-snapshots cost nothing would reach, with the same output to build, hash and write. Instructions are not time (a cache miss or a system call costs more than an add), so these ratios back
-the timed ones up; they do not replace them.
+snapshots cost nothing would reach, with the same output to build, hash and write. Instructions are not time (a
+cache miss or a system call costs more than an add), so these ratios back the timed ones up; they do not replace
+them.
 
-Needs valgrind and CWM_BENCH_INSTRUCTIONS=1 (skipped, saying why, otherwise): about 20 minutes for the workloads on
-both interpreters, 6 for the functions one by one, on two cores.
+Needs valgrind and CWM_BENCH_INSTRUCTIONS=1 (skipped, saying why, otherwise): about 27 minutes for the workloads on
+both interpreters, 8 for the functions one by one, on two cores.
 """
 import json
 import os
@@ -94,7 +95,7 @@ opted_in = pytest.mark.skipif(not os.environ.get("CWM_BENCH_INSTRUCTIONS"),
 @needs_valgrind
 @opted_in
 def test_tracer_instructions():
-    """Every workload and configuration, on this interpreter (settrace) and 3.13 (sys.monitoring): about 20 min."""
+    """Every workload and configuration, on this interpreter (settrace) and 3.13 (sys.monitoring): about 27 min."""
     _table(_count_all([(v, py, w, s, b) for v, py, b in _interpreters() for w in ("functions", "contest", "library")
                        for s in speed.CONFIGS]))
 
@@ -103,7 +104,7 @@ def test_tracer_instructions():
 @opted_in
 def test_tracer_instructions_per_function():
     """Each function of the suite alone, with function episodes, on this interpreter: which code the detector helps
-    (about 6 min)."""
+    (about 8 min)."""
     module = speed._load(HERE / "tracer_workload.py", "cwm_bench_workload")
     version, python, backend = next(_interpreters())
     _table(_count_all([(version, python, fn.__name__, "episodes", backend) for fn, _ in module.function_calls()]))

@@ -8,8 +8,9 @@ Baselines: `naive` (tracer/naive.py: plain repr() of every local on every frame,
 Every measurement first asserts that all three recorders write identical records. Times are CPU
 seconds of this process (best of ROUNDS): steadier than wall time on a shared machine.
 A fourth recorder, `FramesOnlyRecorder` (here), writes every frame with no locals at all: the cost every recorder
-pays (events, frames, episodes, record ids). naive ÷ frames-only is the ceiling: no change detector, however good,
-can be faster than naive by more than that on the same workload.
+pays (events, frames, episodes, record ids). naive ÷ frames-only is a loose ceiling: no change detector, however good,
+can be faster than naive by more than that. The tight one replays the fast recorder's own snapshots
+(`ReplayRecorder`: the same records, asserted here) and is counted in test_tracer_instructions.py.
 
 Under the toolkit's Python (3.11: settrace) the test measures in-process, then runs this file as a script under
 Python 3.12 and 3.13 (pyenv's, when present) to measure both backends there. Figures go to the benchmark's
@@ -40,8 +41,8 @@ TARGET = 3.0
 # recorders taking turns; 2026-11-22, four full runs over 3.11 settrace and 3.12/3.13 both backends), less a margin
 # for noise: functions worst 1.70x (1.98x-2.02x in the other runs); contest worst 3.36x, so the 3x itself is
 # asserted there; library worst 0.79x (0.92x-0.95x otherwise: short scopes whose values change on most lines, user
-# __repr__s that must run on every line leave the change detector little to skip; the frames-only ceiling shows how
-# little: test_tracer_instructions.py counts it without the timing noise).
+# __repr__s that must run on every line leave the change detector little to skip; test_tracer_instructions.py
+# shows how little: the replay ceiling there is below 3x on every library row).
 FLOOR = {"functions": 1.5, "contest": TARGET, "library": 0.7}
 ROUNDS = 5
 LIBRARY_MODULES = ("difflib", "textwrap", "fractions", "shlex")
