@@ -59,25 +59,34 @@ class FramesOnlyRecorder(NaiveRecorder):
         return cur
 
 
+_TAPE = []   # the snapshots the last RecordingRecorder took, with their diffs
+
+
+class RecordingRecorder(Recorder):
+    """The fast recorder, keeping each snapshot and its diff for ReplayRecorder."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _TAPE.clear()
+
+    def _snapshot(self, scope, after_own_line):
+        cur = super()._snapshot(scope, after_own_line)
+        _TAPE.append((cur, scope.diff, scope.diff_size, scope.diff_cut))
+        return cur
+
+
 class ReplayRecorder(Recorder):
-    """Plays back the snapshots a `RecordingRecorder` took of the same workload: every frame with its real locals
-    and no snapshot work at all, the floor of any recorder's cost (test_tracer_instructions.py counts it)."""
-    tape = iter(())
+    """Plays back the snapshots the last RecordingRecorder took of the same workload: every frame with its real
+    locals and no snapshot work at all, the floor of any recorder's cost (test_tracer_instructions.py counts it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tape = iter(_TAPE)
 
     def _snapshot(self, scope, after_own_line):
         cur, diff, size, cut = next(self.tape)
         scope.diff_base = scope.last
         scope.last, scope.diff, scope.diff_size, scope.diff_cut = cur, diff, size, cut
-        return cur
-
-
-class RecordingRecorder(Recorder):
-    """The fast recorder, keeping each snapshot and its diff for ReplayRecorder."""
-    tape = []
-
-    def _snapshot(self, scope, after_own_line):
-        cur = super()._snapshot(scope, after_own_line)
-        self.tape.append((cur, scope.diff, scope.diff_size, scope.diff_cut))
         return cur
 
 
@@ -154,9 +163,7 @@ def measure(backend, root, entry, args, setup):
     frames = sum(len(r["frames"]) for r in records)
     assert frames > 0, f"nothing under {root} was traced"
     assert [len(r["frames"]) for r in frames_only()] == [len(r["frames"]) for r in records]
-    RecordingRecorder.tape = []
     trace_call(entry, *args, config=config, recorder=RecordingRecorder)
-    ReplayRecorder.tape = iter(RecordingRecorder.tape)
     replayed = trace_call(entry, *args, config=config, recorder=ReplayRecorder)
     assert _comparable(replayed) == _comparable(records), "replaying the fast recorder's snapshots changed the records"
     (untraced,) = _best([untraced])
@@ -248,7 +255,6 @@ def trace_repeatedly(workload, setup, backend, recorder, n):
         # replay: the warm-up run records what the other runs play back
         trace_call(entry, *args, config=config, recorder=RecordingRecorder if recorder == "replay" else cls[recorder])
         for _ in range(n):
-            ReplayRecorder.tape = iter(RecordingRecorder.tape)
             trace_call(entry, *args, config=config, recorder=cls[recorder])
 
 
