@@ -41,6 +41,7 @@ import sys
 import time
 from _thread import _count as _thread_count
 from sys import getprofile as _getprofile, gettrace as _gettrace
+from gc import callbacks as _gc_callbacks
 from itertools import chain, compress, repeat
 from operator import is_, ne
 from dataclasses import dataclass, field
@@ -316,20 +317,26 @@ class Recorder:
             self.alone_collections = collections
         else:
             self.alone_scope = None     # unchecked: the next snapshot cannot rely on this one
-        layout = tuple(locals_)
-        vals = tuple(locals_.values())
-        relaid = layout != scope.layout
-        if relaid:
-            self._relayout(scope, layout)
-        if scope.skip:
-            vals = vals[scope.skip:]
-        elif scope.keep is not None:
-            vals = tuple(vals[i] for i in scope.keep)
-        names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         old_ids = scope.ids
-        ids = tuple(map(id, vals))
-        if scope.last is None:
-            return self._first_snapshot(scope, vals, ids)
+        rebound = self._rebound(scope, locals_) if trusted else None
+        if rebound is not None:
+            todo, vals, ids = rebound
+            relaid = False
+        else:
+            layout = tuple(locals_)
+            vals = tuple(locals_.values())
+            relaid = layout != scope.layout
+            if relaid:
+                self._relayout(scope, layout)
+                old_ids = scope.ids
+            if scope.skip:
+                vals = vals[scope.skip:]
+            elif scope.keep is not None:
+                vals = tuple(vals[i] for i in scope.keep)
+            ids = tuple(map(id, vals))
+            if scope.last is None:
+                return self._first_snapshot(scope, vals, ids)
+        names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         if ids == old_ids and (trusted or not scope.watch):
             # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
             # changed: nothing to look at.
@@ -338,7 +345,8 @@ class Recorder:
             scope.diff_size, scope.diff_cut = scope.unchanged_size, 0
             return cur
         changed = []            # positions whose text changed
-        todo = compress(range(len(ids)), map(ne, ids, old_ids))
+        if rebound is None:
+            todo = compress(range(len(ids)), map(ne, ids, old_ids))
         if scope.watch and not trusted:
             # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
             # (values.still_same's first case); only those whose proof fails join the values to look at.
@@ -353,6 +361,11 @@ class Recorder:
                         n = len(value)
                         if (n == proof.need if proof.exact else n >= proof.need) and all(
                                 map(is_, chain.from_iterable(value.items()) if t is dict else value, proof.items)):
+                            if proof.all_atoms:
+                                # The line may have changed elements the text does not show: look at them all
+                                # again before a line that uses them is trusted.
+                                proof.all_atoms = None
+                                scope.verdicts = None
                             continue
                     elif still_same(value, proof):
                         continue
@@ -385,19 +398,26 @@ class Recorder:
                 continue
             if kind is not None and kind != _ATOM and ids[i] != old_ids[i]:   # a new object may have the same repr
                 if kind == _WITNESS:
-                    if still_same(value, proofs[i]):
+                    proof = proofs[i]
+                    if still_same(value, proof):
+                        if proof.all_atoms:     # what it knew of the elements not shown was another object's
+                            proof.all_atoms = None
+                            scope.verdicts = None
                         continue
                 elif kind == _DEFAULT:
                     if proofs[i].holds(value):
                         continue
-            text, new_kind, proofs[i] = describe(value, budget)
+            old = proofs[i]
+            text, new_kind, proof = describe(value, budget)
+            proofs[i] = proof
             if text != texts[i]:
                 changed.append(i)
                 texts[i] = text
             if (new_kind == _ATOM) != (kind == _ATOM):
                 regroup = True
-            if new_kind != kind or new_kind == _WITNESS:
-                scope.verdicts = None   # a new kind, or a new witness (flat or not, exact or not)
+            if new_kind != kind or (new_kind == _WITNESS and not (
+                    proof.flat and proof.exact and old.flat and old.exact)):
+                scope.verdicts = None   # a new kind, or a witness that may not show all its elements as atoms
             kinds[i] = new_kind
         value = None
         if regroup:
@@ -429,6 +449,31 @@ class Recorder:
         scope.last = cur
         return cur
 
+    @staticmethod
+    def _rebound(scope, locals_):
+        """After a quiet line, which changed no value but those of the locals it stores: (the positions of those
+        whose object changed, {position: value}, the new ids), or None when the set of names shown changed."""
+        index, ids = scope.index, scope.ids
+        todo, vals = [], {}
+        for name in scope.facts[scope.prev_line].stores:
+            value = locals_.get(name, _MISSING)
+            i = index.get(name)
+            if i is None:
+                if value is _MISSING or name[:1] in HIDDEN:
+                    continue    # not shown, before or now
+                return None
+            if value is _MISSING:
+                return None
+            if id(value) != ids[i]:
+                todo.append(i)
+                vals[i] = value
+        if todo:
+            new = list(ids)
+            for i in todo:
+                new[i] = id(vals[i])
+            ids = tuple(new)
+        return todo, vals, ids
+
     def _first_snapshot(self, scope, vals, ids):
         """_snapshot of a scope that has none yet: every value described, the whole snapshot its own diff."""
         budget = self.budget
@@ -449,12 +494,15 @@ class Recorder:
         return cur
 
     def count_collection(self, phase, info):
-        """gc.callbacks hook (the session installs it): a collection may run finalizers, at any moment, even inside
-        the tracer. Like another thread (the tracer's own are counted in `threads`), a profile function or a trace
-        function that is not the backend's, it is code that no line shows: `_snapshot` trusts no line across one.
+        """gc.callbacks hook (the session installs it): a collection that finds garbage may run finalizers and weakref
+        callbacks, at any moment, even inside the tracer. Like another thread (the tracer's own are counted in
+        `threads`), a profile function or a trace function that is not the backend's, that is code no line shows:
+        `_snapshot` trusts no line across such a collection. One that found nothing unreachable ran no code but the
+        collector's own, unless the program has gc callbacks of its own: those run at every collection.
         (A thread started by one line and ended before the next still shows at the snapshot between them.) Not
         seen: threads started by native code, Python signal handlers, audit hooks."""
-        self.collections += 1
+        if phase == "stop" and (info["collected"] or info["uncollectable"] or len(_gc_callbacks) > 1):
+            self.collections += 1
 
     def _verdict(self, scope, locals_):
         """What is known of the line that just ran (scope.prev_line), cached in scope.verdicts until a kind changes:
@@ -472,7 +520,10 @@ class Recorder:
         if facts is None:
             facts = scope.facts = scope.info.facts
         line = facts.get(scope.prev_line)
-        if line is None or not self._kinds_allow(scope, line, locals_):
+        allowed = line is not None and self._kinds_allow(scope, line, locals_)
+        if allowed is None:
+            return False        # not yet known: not kept, asked again next time
+        if not allowed:
             verdict = False
         elif line.globals:
             verdict = line
@@ -502,8 +553,8 @@ class Recorder:
 
     @staticmethod
     def _kinds_allow(scope, line, locals_):
-        """The part of _verdict that depends only on the kinds of the scope's values (and, once per container that
-        lasts, on all its elements: values.holds_only_atoms)."""
+        """The part of _verdict that depends only on the kinds of the scope's values (and, for a container that
+        lasts, on all its elements: values.holds_only_atoms). None: not before the container has lasted a while."""
         index, kinds, proofs = scope.index, scope.kinds, scope.proofs
         if _OTHER in kinds or line.iterates or line.rereads:
             # A user __repr__ runs on every snapshot and may change anything; the iterator a `for` line advances,
@@ -532,9 +583,11 @@ class Recorder:
             if kind != _WITNESS or not proof.flat:
                 return False
             if not proof.exact:     # the elements it does not show: look at them all, if it lasts
-                proof.asks += 1
-                if proof.asks < 3 or name in line.stores:
+                if name in line.stores:
                     return False
+                proof.asks += 1
+                if proof.asks < 3:
+                    return None
                 value = locals_[name]
                 if id(value) != scope.ids[i] or not holds_only_atoms(value, proof):
                     return False

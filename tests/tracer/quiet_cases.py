@@ -17,6 +17,7 @@ This module shadows the builtins `abs` and `range` (see below): neither may be u
 """
 import bisect
 import ctypes
+import gc
 import heapq
 import operator
 import signal
@@ -328,6 +329,15 @@ def drop_cycle(sink):
     a = Plain()
     a.me = a
     KEEP.append(weakref.ref(a, sink.append))
+
+
+def add_gc_callback(sink):
+    """A gc callback of the program's own: it runs at every collection, garbage or not."""
+    def note(phase, info):
+        if phase == "stop":
+            sink.append("gc")
+    gc.callbacks.append(note)
+    return note
 
 
 def _worker(flag, sink, linger=False):
@@ -808,6 +818,42 @@ def list_contains_calls_eq_of_an_element():
 def user_repr_state_changed_by_eq():
     c = Counted()
     r = c == 1
+    done = True
+
+
+# A list longer than its shown text, once known to hold only atoms: a line that mutates it may put an object with
+# dunders where no text shows it, and a quiet line may reach that object later.
+@case("log", "'eq'")
+def unshown_element_replaced_by_hook():
+    log, seen = [], []
+    xs = [0] * 100
+    for k in (1, 2, 3, 4, 5, 99):
+        xs[k] = Hook(log) if k == 99 else 0
+        seen.append(k)
+        t = xs[99] == 0
+    done = True
+
+
+@case("log", "'eq'")
+def unshown_element_replaced_by_hook_between_quiet_lines():
+    log = []
+    xs = [0] * 100
+    for k in (1, 2, 3, 4, 5, 99):
+        t = xs[99] == 0
+        if k == 5:
+            xs[99] = Hook(log)
+    done = True
+
+
+@case("log", "'eq'")
+def unshown_element_differs_in_a_list_with_the_same_text():
+    log = []
+    xs = [0] * 100
+    ys = [0] * 99 + [Hook(log)]
+    for k in (1, 2, 3, 4, 5, 6):
+        t = xs[99] == 0
+        if k == 5:
+            xs = ys
     done = True
 
 
@@ -1560,6 +1606,17 @@ def cycle_collected_during_quiet_lines():
     while log == [] and i < SPIN_LIMIT:  # spin
         i = i + 1  # spin
     done = True
+
+
+@case("log", "'gc'", where=IN_SCOPE_ONLY, racy=True, max_frames=10**7, max_bytes=10**9)
+def gc_callback_during_quiet_lines():
+    log = []
+    note = add_gc_callback(log)
+    i = 0
+    while log == [] and i < SPIN_LIMIT:  # spin
+        i = i + 1  # spin
+    done = True
+    gc.callbacks.remove(note)
 
 
 @case("log", "'signal'", where=OUT_OF_SCOPE_ONLY, racy=True, missing=no_cpu_timer, max_frames=10**7, max_bytes=10**9,
