@@ -23,6 +23,8 @@ import linecache
 import sys
 import weakref
 
+from .values import is_atomic
+
 CO_OPTIMIZED = 0x0001
 
 # Opcodes that only move values between the stack, local variables and constants.
@@ -77,28 +79,66 @@ _REACH_FIXED = {"DUP_TOP": 1, "ROT_TWO": 2, "ROT_THREE": 3, "ROT_FOUR": 4}
 _LOOP_END = frozenset({"END_FOR", "POP_ITER"})
 
 
-def _takes_only_its_own(instrs):
-    """True when no instruction of the line takes or touches a value an earlier line left on the stack: dropping
+_LOCAL_PUSH = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_FAST_BORROW"})
+ATOM_CONST = "<an atomic constant>"     # not a name any local can have
+_LOCAL_PUSH_TWO = frozenset({"LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
+
+
+def _operands(instrs):
+    """What each instruction of a line takes off the stack, bottom first: per value, the name of the local a plain
+    load pushed it from (nothing ran in between), ATOM_CONST for an atomic constant, the LOAD_ATTR/LOAD_METHOD that
+    pushed a method, or None.
+
+    None for the whole line when an instruction takes or touches a value an earlier line left on the stack: dropping
     one (`break` pops the loop's iterator: a generator's `finally` may run) or computing with one (the left operand
-    of a multi-line expression) may run code that the line's own loads say nothing of."""
-    depth = 0
+    of a multi-line expression) may run code that the line's own loads say nothing of. Where paths join (a jump
+    target), where a value came from is no longer known."""
+    stack, taken = [], []
     for instr in instrs:
         op = instr.opname
+        if instr.is_jump_target:
+            stack = [None] * len(stack)
         if op in _LOOP_END:
+            taken.append(())
             continue
         net = dis.stack_effect(instr.opcode, instr.arg, jump=False)
+        pops, pushes = max(-net, 0), max(net, 0)
         if op in _PUSH_ONE:
-            reach = 1 - net
+            reach = pops = 1 - net
+            pushes = 1
         elif op in _TAKE_ONE:
-            reach = 1
+            reach = pops = 1
+            pushes = net + 1
         elif op in _REACH_ARG:
             reach = instr.arg + _REACH_ARG[op]
         else:
             reach = _REACH_FIXED.get(op, -net)
-        if depth < reach:
-            return False
-        depth += net
-    return True
+        if len(stack) < reach:
+            return None
+        taken.append(stack[len(stack) - pops:])
+        del stack[len(stack) - pops:]
+        if op in _LOCAL_PUSH:
+            stack.append(instr.argval)
+        elif op == "LOAD_CONST":
+            stack.append(ATOM_CONST if is_atomic(instr.argval) else None)
+        elif op == "LOAD_ATTR" or op == "LOAD_METHOD":
+            stack.extend([instr] * pushes)      # a call that takes it calls that method
+        elif op in _LOCAL_PUSH_TWO:
+            stack.extend(instr.argval)
+        elif op == "STORE_FAST_LOAD_FAST":
+            stack.append(instr.argval[1])
+        elif op == "COPY" or op == "DUP_TOP":
+            stack.append(stack[-instr.arg] if op == "COPY" else stack[-1])
+        elif op == "SWAP":
+            stack[-1], stack[-instr.arg] = stack[-instr.arg], stack[-1]
+        elif op in _REACH_FIXED:        # ROT_TWO/THREE/FOUR: the top value goes down n - 1 places
+            n = _REACH_FIXED[op]
+            stack[-n:] = stack[-1:] + stack[-n:-1]
+        else:
+            stack.extend([None] * pushes)
+    return taken
+
+
 _INPLACE_OLD = frozenset(n for n in dis.opname if n.startswith("INPLACE_"))   # 3.9/3.10
 _NB_INPLACE = range(13, 26)     # BINARY_OP's in-place operations (3.11+): +=, &=, //=, ... ^=
 
@@ -108,6 +148,10 @@ PURE_BUILTINS = frozenset(id(getattr(builtins, name)) for name in (
     "format", "frozenset", "hash", "hex", "id", "int", "isinstance", "issubclass", "iter", "len", "list", "map",
     "max", "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str",
     "sum", "tuple", "type", "zip"))
+# Methods of list, dict and set that change only the container they are called on, and call back into Python only
+# through the dunders of its elements and their arguments (all atoms, checked at run time).
+_FILLING_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault"})    # put arguments in
+_MUTATING_METHODS = _FILLING_METHODS | {"pop", "remove", "clear", "reverse", "discard", "popitem"}
 # Methods of builtin types that mutate nothing (str, bytes, int and float have no mutating method at all).
 _PURE_METHODS = frozenset(
     {n for t in (str, bytes, int, float, tuple, frozenset) for n in dir(t) if not n.startswith("_")}
@@ -123,16 +167,23 @@ class LineFacts:
     pure_methods: how many pure-method loads it has: with the pure builtins among `globals`, every call's callee
     must be one of them. inplace: locals an in-place operator rebinds (each must hold an atomic value before).
     iterates: it advances an iterator made on an earlier pass of a `for` line from names the loop body may rebind
-    (or cells, which other functions rebind): what the names hold now may not be what the iterator came from.
+    (or cells a nested function rebinds, or free variables): what the names hold now may not be what the iterator
+    came from.
     rereads: it reads a local it has just stored (a walrus, two statements on one line), whose kind the last
     snapshot does not know.
+    targets: locals whose container the line changes, by a subscript store or delete (`xs[i] = v`) or a method of
+    the container's own (`xs.append(v)`), each loaded right before (a *confined* line; none for a quiet one). At run
+    time each must hold a builtin container of atoms.
+    fills: what the line puts into its targets (keys, values, arguments of filling methods): the locals it reads
+    them from (the line's atomic constants need no check), or None when some value is computed on the line.
     """
-    __slots__ = ("stores", "loads", "globals", "calls", "pure_methods", "inplace", "iterates", "rereads")
+    __slots__ = ("stores", "loads", "globals", "calls", "pure_methods", "inplace", "iterates", "rereads", "targets",
+                 "fills")
 
-    def __init__(self, stores, loads, globals_, calls, pure_methods, inplace, iterates, rereads):
+    def __init__(self, stores, loads, globals_, calls, pure_methods, inplace, iterates, rereads, targets, fills):
         self.stores, self.loads, self.globals = stores, loads, globals_
         self.calls, self.pure_methods, self.inplace = calls, pure_methods, inplace
-        self.iterates, self.rereads = iterates, rereads
+        self.iterates, self.rereads, self.targets, self.fills = iterates, rereads, targets, fills
 
 
 def _line_of(instr, current):
@@ -149,9 +200,12 @@ def _names(instr):
 
 
 def _quiet_facts(instrs, loop_stores):
-    """LineFacts of a line, or None when it is not quiet. loop_stores: {offset of a FOR_ITER: the names its loop
-    body stores, cells and free variables included}."""
-    stores, loads, globals_, inplace = set(), set(), set(), set()
+    """LineFacts of a line, or None when it is neither quiet nor confined. loop_stores: {offset of a FOR_ITER: the
+    names its loop body stores, with the cells nested functions store and the free variables}."""
+    taken = _operands(instrs)
+    if taken is None:
+        return None
+    stores, loads, globals_, inplace, targets, fills = set(), set(), set(), set(), set(), []
     calls = pure_methods = 0
     iterates = rereads = False
     for k, instr in enumerate(instrs):
@@ -170,16 +224,31 @@ def _quiet_facts(instrs, loop_stores):
                 stores.update(names)
         elif op in _MOVES:
             continue
+        elif op == "STORE_SUBSCR" or op == "DELETE_SUBSCR":
+            operands = taken[k]
+            container = operands[-2]
+            if not isinstance(container, str) or container is ATOM_CONST:
+                return None
+            targets.add(container)
+            if op == "STORE_SUBSCR":
+                fills += operands[0], operands[2]   # the value, and the key (a dict's)
         elif op not in _QUIET and op not in _INPLACE_OLD:
             return None
         elif op == "LOAD_GLOBAL":
             globals_.add(instr.argval)
         elif op == "LOAD_ATTR" or op == "LOAD_METHOD":
-            if instr.argval not in _PURE_METHODS:
+            receiver = taken[k][-1]
+            if instr.argval in _MUTATING_METHODS and isinstance(receiver, str) and receiver is not ATOM_CONST:
+                targets.add(receiver)
+            elif instr.argval not in _PURE_METHODS:
                 return None
             pure_methods += 1
         elif op in _CALLS:
             calls += 1
+            operands = taken[k]
+            methods = [j for j, item in enumerate(operands) if isinstance(item, dis.Instruction)]
+            if methods and operands[methods[-1]].argval in _FILLING_METHODS:
+                fills += operands[methods[-1] + 1:]
         elif op == "FOR_ITER":
             iterates = iterates or instr.offset in loop_stores and not loop_stores[instr.offset].isdisjoint(loads)
         elif op in _INPLACE_OLD or (op == "BINARY_OP" and instr.arg in _NB_INPLACE):
@@ -188,10 +257,10 @@ def _quiet_facts(instrs, loop_stores):
             if after is None or after.opname not in ("STORE_FAST", "STORE_DEREF"):
                 return None
             inplace.add(after.argval)
-    if not _takes_only_its_own(instrs):
-        return None
+    known = all(isinstance(item, str) for item in fills)
+    fills = tuple({item for item in fills if item is not ATOM_CONST}) if known else None
     return LineFacts(frozenset(stores), tuple(loads), tuple(globals_), calls, pure_methods, tuple(inplace), iterates,
-                     rereads)
+                     rereads, tuple(targets), fills)
 
 
 def line_facts(code):
@@ -203,7 +272,7 @@ def line_facts(code):
         line = _line_of(instr, line)
         if line is not None:
             ops.setdefault(line, []).append(instr)
-    cells = set(code.co_cellvars) | set(code.co_freevars)
+    cells = set(code.co_freevars) | _cells_nested_code_stores(code)
     loop_stores = {}
     for instr in every:
         if instr.opname == "FOR_ITER":
@@ -215,6 +284,20 @@ def line_facts(code):
         if found is not None:
             facts[line] = found
     return facts
+
+
+def _cells_nested_code_stores(code):
+    """The cell variables of `code` that a function nested in it may rebind (`nonlocal`): any STORE_DEREF or
+    DELETE_DEREF of the name, at any depth (a nested function's own cell of the same name counts too). A cell
+    that only this code stores is rebound where its own bytecode says; a free variable can be rebound by code
+    elsewhere (the enclosing function, its other closures), so line_facts counts all of those."""
+    stored = set()
+    todo = [c for c in code.co_consts if hasattr(c, "co_code")]
+    while todo:
+        inner = todo.pop()
+        stored.update(i.argval for i in dis.get_instructions(inner) if i.opname in ("STORE_DEREF", "DELETE_DEREF"))
+        todo.extend(c for c in inner.co_consts if hasattr(c, "co_code"))
+    return stored & set(code.co_cellvars)
 
 
 def _def_line(code):

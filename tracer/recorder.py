@@ -35,7 +35,8 @@ instead each scope remembers, per local, the text it showed and a cheap proof th
 Anything else is repr'd again.
 """
 import hashlib
-import marshal
+import io
+import pickle
 import re
 import sys
 import time
@@ -165,18 +166,28 @@ def mark_start(source, line_index):
 
 
 # A memory address in a repr: "0x" and at least 6 hex digits, followed by what follows one inside a text ("at 0x7f..>",
-# "0x7f..," or a str's closing quote). Never by the end of the text: there marshal's own bytes follow, and a dict's
-# end marker is the byte "0", which would make "0x12345" at the end of a value look like an address.
+# "0x7f..," or a str's closing quote). Never by the end of the text: there the serialiser's own bytes follow (in the
+# canonical form below, the next string's length, or an opcode of pickle's none of which is in this set but EMPTY_LIST
+# and EMPTY_TUPLE, which never follow a text there).
 _ADDRESS = re.compile(rb"0x[0-9a-fA-F]{6,}(?=[>)\],;:\s'\"])")
+
+
+def _canonical_bytes(value):
+    """pickle (protocol 4) without its memo: the same bytes for equal str/int/tuple/list/dict/None whatever objects
+    happen to be shared (the memo would write a second occurrence as a reference), about twice as fast as marshal."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, 4)
+    pickler.fast = True
+    pickler.dump(value)
+    return buffer.getvalue()
 
 
 def record_id(record):
     """Stable content hash of a record: the same trace gets the same id whichever backend made it and however long
     it took; memory addresses in reprs are masked (they differ from run to run).
 
-    What is hashed is the record in a canonical form, serialised by marshal format 0 (canonical for str/int/tuple/
-    list/None: no sharing or interning marks; several times faster than JSON): the record without its frames, then
-    each frame as (kind, depth, place, locals, value), then the places, the distinct (path, line, source) in order of
+    What is hashed is the record in a canonical form (`_canonical_bytes`): the record without its frames, then each
+    frame as (kind, depth, place, locals, value), then the places, the distinct (path, line, source) in order of
     first use. A frame's path and source text are the same on every pass over a line: written once, they halve the
     bytes to serialise and hash.
     """
@@ -185,7 +196,7 @@ def record_id(record):
     places = {}
     frames = [(f["kind"], f["depth"], places.setdefault((f["path"], f["line"], f["source"]), len(places)),
                f["locals"], f["value"]) for f in record.get("frames", ())]
-    data = marshal.dumps((body, frames, list(places)), 0)
+    data = _canonical_bytes((body, frames, list(places)))
     # No `b"0x" in data` test first: the regex's own scan for its literal prefix is faster than that search, and
     # sub() gives back the same bytes when nothing matches.
     return hashlib.sha256(_ADDRESS.sub(b"0x?", data)).hexdigest()[:32]
@@ -301,8 +312,8 @@ class Recorder:
         if scope.watch:
             # Can the line that just ran have changed a value it did not rebind? Only non-atomic values need the
             # answer. First: no code that no line shows ran since the last snapshot (count_collection), then: the
-            # line cannot have changed them (_verdict). A quiet line starts no thread and sets no hook, so what the
-            # last untrusted snapshot found still holds after it.
+            # line cannot have changed them, or only its targets (_verdict). A quiet or confined line starts no
+            # thread and sets no hook, so what the last untrusted snapshot found still holds after it.
             collections = self.collections
             if after_own_line and self.alone_scope is scope and self.alone_collections == collections:
                 verdicts = scope.verdicts
@@ -320,15 +331,16 @@ class Recorder:
         old_ids = scope.ids
         rebound = self._rebound(scope, locals_) if trusted else None
         if rebound is not None:
-            todo, vals, ids = rebound
+            todo, ids, checks, vals, atoms_in = rebound
             relaid = False
-        else:
+        else:       # untrusted, or the line bound a new name: look at everything
             layout = tuple(locals_)
             vals = tuple(locals_.values())
             relaid = layout != scope.layout
             if relaid:
                 self._relayout(scope, layout)
                 old_ids = scope.ids
+            checks, atoms_in = scope.watch, False
             if scope.skip:
                 vals = vals[scope.skip:]
             elif scope.keep is not None:
@@ -337,7 +349,7 @@ class Recorder:
             if scope.last is None:
                 return self._first_snapshot(scope, vals, ids)
         names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
-        if ids == old_ids and (trusted or not scope.watch):
+        if ids == old_ids and not checks:
             # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
             # changed: nothing to look at.
             scope.diff_base = cur = scope.last
@@ -347,11 +359,11 @@ class Recorder:
         changed = []            # positions whose text changed
         if rebound is None:
             todo = compress(range(len(ids)), map(ne, ids, old_ids))
-        if scope.watch and not trusted:
+        if checks:
             # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
             # (values.still_same's first case); only those whose proof fails join the values to look at.
             failed = []
-            for i in scope.watch:
+            for i in checks:
                 if ids[i] != old_ids[i]:
                     continue            # a new object: looked at below
                 kind, value, proof = kinds[i], vals[i], proofs[i]
@@ -361,9 +373,9 @@ class Recorder:
                         n = len(value)
                         if (n == proof.need if proof.exact else n >= proof.need) and all(
                                 map(is_, chain.from_iterable(value.items()) if t is dict else value, proof.items)):
-                            if proof.all_atoms:
-                                # The line may have changed elements the text does not show: look at them all
-                                # again before a line that uses them is trusted.
+                            if proof.all_atoms and not atoms_in:
+                                # The line may have put something else than atoms where the text does not show:
+                                # look at them all again before a line that uses them is trusted.
                                 proof.all_atoms = None
                                 scope.verdicts = None
                             continue
@@ -451,11 +463,18 @@ class Recorder:
 
     @staticmethod
     def _rebound(scope, locals_):
-        """After a quiet line, which changed no value but those of the locals it stores: (the positions of those
-        whose object changed, {position: value}, the new ids), or None when the set of names shown changed."""
+        """After a trusted line: (the positions of the locals it rebound to another object, the new ids, the
+        positions whose proof must be checked, {position: value} for both, whether what it put into containers
+        was atoms), or None when the set of names shown changed.
+
+        A quiet line changed no value but those of the locals it stores. A confined one also changed its targets'
+        containers: they, every other local bound to one of them, and every container that may hold one (its
+        elements not all atoms) are checked; a container of atoms cannot hold one, an object with a fixed repr does
+        not show it."""
+        line = scope.facts[scope.prev_line]
         index, ids = scope.index, scope.ids
         todo, vals = [], {}
-        for name in scope.facts[scope.prev_line].stores:
+        for name in line.stores:
             value = locals_.get(name, _MISSING)
             i = index.get(name)
             if i is None:
@@ -467,12 +486,21 @@ class Recorder:
             if id(value) != ids[i]:
                 todo.append(i)
                 vals[i] = value
+        checks, atoms_in = (), True
+        if line.targets:
+            changed = {ids[index[name]] for name in line.targets}
+            kinds, proofs, names = scope.kinds, scope.proofs, scope.names
+            checks = [i for i in scope.watch if ids[i] in changed or (kinds[i] == _WITNESS and not proofs[i].flat)]
+            for i in checks:
+                vals[i] = locals_[names[i]]
+            fills = line.fills
+            atoms_in = fills is not None and all(kinds[index[name]] == _ATOM for name in fills)
         if todo:
             new = list(ids)
             for i in todo:
                 new[i] = id(vals[i])
             ids = tuple(new)
-        return todo, vals, ids
+        return todo, ids, checks, vals, atoms_in
 
     def _first_snapshot(self, scope, vals, ids):
         """_snapshot of a scope that has none yet: every value described, the whole snapshot its own diff."""
@@ -573,6 +601,8 @@ class Recorder:
         for name in line.loads:
             # Only builtin values, all of them shown: no operator of the line can reach a dunder method (not even
             # a C function stored as one, which runs no Python code to be seen) or an element never looked at.
+            # The line's targets are among them: builtin containers of atoms (an element one drops has no __del__),
+            # or atoms, which have no method that changes them (the line raises).
             i = index.get(name)
             if i is None:
                 return False
@@ -589,7 +619,14 @@ class Recorder:
                 if proof.asks < 3:
                     return None
                 value = locals_[name]
-                if id(value) != scope.ids[i] or not holds_only_atoms(value, proof):
+                if id(value) != scope.ids[i]:
+                    return False
+                if line.targets:
+                    # It may have changed containers: what counts is what they held before it ran, known only if a
+                    # snapshot before looked (holds_only_atoms after a quiet line, kept while no line changed them).
+                    if not proof.all_atoms:
+                        return None if proof.all_atoms is None else False
+                elif not holds_only_atoms(value, proof):
                     return False
         return True
 

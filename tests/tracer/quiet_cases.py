@@ -230,6 +230,27 @@ class LoggingList(list):
         return 0
 
 
+class AppendingList(list):
+    """A list whose `append` (a method that changes only the list, for a builtin list) notes the call."""
+
+    def __init__(self, sink):
+        super().__init__()
+        self.sink = sink
+
+    def append(self, value):
+        _note(self.sink, "append")
+
+
+class Journal:
+    """Not a list at all, but its method is called `append`."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def append(self, value):
+        _note(self.sink, "append")
+
+
 class Sep(str):
     """A str whose `join` (a pure method of str) notes the call."""
 
@@ -957,6 +978,102 @@ def str_builtin():
     log = []
     h = Hook(log)
     r = str(h)
+    done = True
+
+
+# Lines that change a container a local holds (confined lines): the change shows through every name and container
+# holding it, and nothing else of the program's runs.
+@case("ys", "1")
+def append_seen_through_an_alias():
+    xs = []
+    ys = xs
+    xs.append(1)
+    done = True
+
+
+@case("outer", "1")
+def store_seen_through_a_list_holding_it():
+    xs = [0]
+    outer = [xs]
+    xs[0] = 1
+    done = True
+
+
+@case("t", "5")
+def append_seen_through_a_tuple_holding_it():
+    xs = []
+    t = (xs, 0)
+    xs.append(5)
+    done = True
+
+
+@case("a", "1")
+def append_to_one_of_two_lists_chosen_on_the_line():
+    a, b = [], []
+    k = 1
+    (a if k else b).append(1)
+    done = True
+
+
+@case("log", "'append'")
+def append_of_a_list_subclass():
+    log = []
+    xs = AppendingList(log)
+    xs.append(1)
+    done = True
+
+
+@case("log", "'append'")
+def append_method_of_an_object():
+    log = []
+    j = Journal(log)
+    j.append(1)
+    done = True
+
+
+@case("log", "'died'")
+def store_drops_an_unshown_element_with_del():
+    log = []
+    xs = [0] * 100
+    for k in (1, 2, 3, 4):
+        xs[k] = 0
+    xs[99] = Dying(log)
+    xs[99] = 0
+    done = True
+
+
+@case("log", "'eq'")
+def remove_compares_an_unshown_element():
+    log = []
+    xs = [1] * 100
+    for k in (1, 2, 3, 4):
+        if k == 4:
+            xs[99] = Hook(log)
+        xs.append(2)
+        xs.remove(2)
+    done = True
+
+
+# A `for` line advances the iterator it made on its first pass, not what the name it loads holds now.
+@case("log", "'next', 'next'")
+def for_over_a_name_the_loop_rebinds():
+    log = []
+    it = HookIter(log)
+    for v in it:
+        it = [0]
+    done = True
+
+
+@case("log", "'next', 'next'")
+def for_over_a_cell_a_closure_rebinds():
+    log = []
+    it = HookIter(log)
+
+    def rebind():
+        nonlocal it
+        it = [0]
+    for v in it:
+        rebind()
     done = True
 
 

@@ -87,8 +87,8 @@ def test_addresses_are_masked_and_only_they(before, after, same):
 
 
 def test_ids_ignore_time_backend_and_object_sharing():
-    """Only the content counts: not the wall time, the backend, or which equal objects are shared (why marshal stays
-    at format 0, which has no sharing or interning marks)."""
+    """Only the content counts: not the wall time, the backend, or which equal objects are shared (why the canonical
+    form is pickled without pickle's memo, which would write a shared object's second occurrence as a reference)."""
     shared = "shared " * 3
     frame = {"kind": "line", "depth": 0, "path": "m.py", "line": 1, "source": "s = t",
              "locals": {"s": shared, "t": shared}, "value": None}
