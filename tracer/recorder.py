@@ -91,7 +91,7 @@ class TraceStopped(BaseException):
 class _Scope:
     __slots__ = ("info", "facts", "verdicts", "frame", "eps", "prev_line", "last", "diff_base", "diff",
                  "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged",
-                 "unchanged_size", "diff_size", "diff_cut")
+                 "unchanged_size", "diff_size", "diff_cut", "scan")
 
     def __init__(self, info):
         self.info = info
@@ -118,6 +118,13 @@ class _Scope:
         self.last = None        # the scope's previous snapshot
         self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
         self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
+        self.scan = None        # a position whose container's elements the snapshot looks at all when it ends
+
+
+def _all_known_atoms(w):
+    """A flat witness whose every element is known to be an atom: what _kinds_allow lets a line use. Replacing one
+    such witness with another changes no verdict."""
+    return w.flat and (w.exact or w.all_atoms)
 
 
 def _layout_shape(layout):
@@ -427,10 +434,20 @@ class Recorder:
                 texts[i] = text
             if (new_kind == _ATOM) != (kind == _ATOM):
                 regroup = True
-            if new_kind != kind or (new_kind == _WITNESS and not (
-                    proof.flat and proof.exact and old.flat and old.exact)):
-                scope.verdicts = None   # a new kind, or a witness that may not show all its elements as atoms
+            if new_kind == _WITNESS:
+                if kind == _WITNESS and atoms_in and old.all_atoms:
+                    # A target of the line: it held atoms only, the line put atoms in.
+                    proof.all_atoms, proof.asks = True, old.asks
+                if kind == _WITNESS and _all_known_atoms(proof) and _all_known_atoms(old):
+                    kinds[i] = new_kind
+                    continue
+            if new_kind != kind or new_kind == _WITNESS:
+                scope.verdicts = None   # a new kind, or a witness whose elements may not all be atoms
             kinds[i] = new_kind
+        if scope.scan is not None:    # what a confined line needs to know before it runs (_kinds_allow)
+            i, scope.scan = scope.scan, None
+            if kinds[i] == _WITNESS and proofs[i].flat:
+                holds_only_atoms(vals[i], proofs[i])
         value = None
         if regroup:
             scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
@@ -487,14 +504,22 @@ class Recorder:
                 todo.append(i)
                 vals[i] = value
         checks, atoms_in = (), True
-        if line.targets:
-            changed = {ids[index[name]] for name in line.targets}
+        if line.targets:    # plain loops: a comprehension is a call of its own before 3.12
             kinds, proofs, names = scope.kinds, scope.proofs, scope.names
-            checks = [i for i in scope.watch if ids[i] in changed or (kinds[i] == _WITNESS and not proofs[i].flat)]
-            for i in checks:
-                vals[i] = locals_[names[i]]
-            fills = line.fills
-            atoms_in = fills is not None and all(kinds[index[name]] == _ATOM for name in fills)
+            changed = set()
+            for name in line.targets:
+                changed.add(ids[index[name]])
+            checks = []
+            for i in scope.watch:
+                if ids[i] in changed or (kinds[i] == _WITNESS and not proofs[i].flat):
+                    checks.append(i)
+                    vals[i] = locals_[names[i]]
+            atoms_in = line.fills is not None
+            if atoms_in:
+                for name in line.fills:
+                    if kinds[index[name]] != _ATOM:
+                        atoms_in = False
+                        break
         if todo:
             new = list(ids)
             for i in todo:
@@ -623,9 +648,12 @@ class Recorder:
                     return False
                 if line.targets:
                     # It may have changed containers: what counts is what they held before it ran, known only if a
-                    # snapshot before looked (holds_only_atoms after a quiet line, kept while no line changed them).
+                    # snapshot before looked (kept while no line put anything else in): this one looks at its end.
+                    if proof.all_atoms is None:
+                        scope.scan = i
+                        return None
                     if not proof.all_atoms:
-                        return None if proof.all_atoms is None else False
+                        return False
                 elif not holds_only_atoms(value, proof):
                     return False
         return True
