@@ -221,8 +221,12 @@ class _Walk:
 
     With `witness=True` it also records what the text was made of (see `still_same`); `ok` turns False when the
     text depends on something a witness cannot check (a user __repr__, a container inside itself).
+
+    A user __repr__ called from inside the walk may repr a container the walk is in (`"Box(%r)" % (self.items,)`):
+    builtin repr would print that one as `[...]`, because it marks each container it is in (Py_ReprEnter). The walk
+    marks its containers the same way before it calls one.
     """
-    __slots__ = ("parts", "size", "limit", "active", "ok", "open", "top")
+    __slots__ = ("parts", "size", "limit", "active", "ok", "open", "top", "walking", "entered")
 
     def __init__(self, limit, witness=False):
         self.parts = []
@@ -232,6 +236,8 @@ class _Walk:
         self.ok = witness
         self.open = []          # the witnesses of the containers being walked, innermost last
         self.top = None
+        self.walking = []       # the containers being walked, outermost first...
+        self.entered = []       # ...and per container: None, or whether the walk marked it (not marked before)
 
     def emit(self, text):
         self.parts.append(text)
@@ -268,7 +274,15 @@ class _Walk:
                 return self.emit(repr(v))
             except Exception as e:  # huge ints (int_max_str_digits)
                 return self.emit(placeholder(v, f"repr raised {type(e).__name__}"))
+        if self.walking:
+            self._mark_walking()
         return self.emit(_user_repr(v))
+
+    def _mark_walking(self):
+        enter = _repr_marks()[0]
+        for k, container in enumerate(self.walking):
+            if self.entered[k] is None:
+                self.entered[k] = enter(container) == 0
 
     def container(self, v, t):
         key = id(v)
@@ -292,6 +306,8 @@ class _Walk:
         index = 0
         stopped = True
         self.active.add(key)
+        self.walking.append(v)
+        self.entered.append(None)
         try:
             if not v and t is not list and t is not dict:
                 stopped = self.emit("()" if t is tuple else f"{t.__name__}()")
@@ -324,6 +340,9 @@ class _Walk:
             return stopped
         finally:
             self.active.discard(key)
+            self.walking.pop()
+            if self.entered.pop():
+                _repr_marks()[1](v)
             if w is not None:
                 self.open.pop()
                 if stopped:   # cut inside: only the elements shown so far, and that one more exists, matter
@@ -331,6 +350,20 @@ class _Walk:
                 else:
                     w.need, w.exact = len(v), True
                 w.items = tuple(w.items)
+
+
+_REPR_MARKS = []
+
+
+def _repr_marks():
+    """[Py_ReprEnter, Py_ReprLeave], CPython's, looked up on first use (ctypes costs milliseconds to import)."""
+    if not _REPR_MARKS:
+        import ctypes
+        enter, leave = ctypes.pythonapi.Py_ReprEnter, ctypes.pythonapi.Py_ReprLeave
+        enter.argtypes, enter.restype = [ctypes.py_object], ctypes.c_int
+        leave.argtypes, leave.restype = [ctypes.py_object], None
+        _REPR_MARKS.extend((enter, leave))
+    return _REPR_MARKS
 
 
 _BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}

@@ -1054,6 +1054,18 @@ def remove_compares_an_unshown_element():
     done = True
 
 
+@case("log", "'eq'")
+def remove_after_a_line_changed_shown_and_unshown_elements():
+    log = []
+    xs = [1] * 100
+    for k in (0, 1, 2, 3, 4):
+        if k == 4:
+            xs[0], xs[99] = 5, Hook(log)
+        xs.append(3)
+        xs.remove(3)
+    done = True
+
+
 # A `for` line advances the iterator it made on its first pass, not what the name it loads holds now.
 @case("log", "'next', 'next'")
 def for_over_a_name_the_loop_rebinds():

@@ -1,5 +1,6 @@
-"""Random straight-line programs full of aliasing, in-place mutation, rebinding and deletion: the fast recorder
-must write exactly what the naive one writes (its reuse of old reprs is never stale)."""
+"""Random programs full of aliasing, in-place mutation, rebinding and deletion, straight-line and in loops (where
+the recorder's verdicts on lines are cached and reused): the fast recorder must write exactly what the naive one
+writes (its reuse of old reprs is never stale)."""
 import importlib.util
 import random
 import sys
@@ -38,7 +39,7 @@ def grow(x):
 
 NAMES = ["a", "b", "c", "d"]
 VALUES = ["[1, 2]", "{'k': 1}", "Obj(1)", "Shown([0])", "(1, 'x')", "7", "'s'", "[[0], [1]]", "Dying(sink)",
-          "[Obj(2)]", "{'n': [1]}", "(a, 1)", "b", "None"]
+          "[Obj(2)]", "{'n': [1]}", "(a, 1)", "b", "None", "[0] * 80", "list(range(90))", "{0, 1}"]
 
 
 def _statement(rng):
@@ -56,28 +57,41 @@ def _statement(rng):
         f"{x} = [{y}, {y}]",
         "sink.append(len(sink))",
         f"t = ({x}, {y})",
+        f"{x}.append(7)",
+        f"{x}[-1] = {y}",
+        f"{x}[1] = 5",
+        f"{x}.pop()",
+        f"{x}.remove(0)",
+        f"{x}.extend({y})",
+        f"{x}.add(3)",
+        f"n = len({x}) + {x}[0]",
     ])
 
 
-def _program(rng, index):
+def _program(rng, index, loop):
     lines = [f"def prog{index}():", "    sink = []", "    a = b = c = d = None"]
+    indent = "    "
+    if loop:
+        lines.append("    for _ in range(4):")
+        indent = "        "
     for _ in range(rng.randrange(10, 30)):
-        lines.append("    try:")
-        lines.append("        " + _statement(rng))
-        lines.append("    except (NameError, UnboundLocalError, TypeError, AttributeError, IndexError):")
-        lines.append("        pass")
+        lines.append(indent + "try:")
+        lines.append(indent + "    " + _statement(rng))
+        lines.append(indent + "except (NameError, UnboundLocalError, TypeError, AttributeError, IndexError, KeyError, "
+                     "ValueError):")
+        lines.append(indent + "    pass")
     lines.append("    return sink")
     return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["straight", "looped"])
+def programs(tmp_path_factory, request):
     rng = random.Random(669)
     root = tmp_path_factory.mktemp("fuzz")
-    source = HELPERS + "\n\n" + "\n\n\n".join(_program(rng, i) for i in range(25)) + "\n"
+    source = HELPERS + "\n\n" + "\n\n\n".join(_program(rng, i, request.param) for i in range(25)) + "\n"
     path = root / "fuzzed.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("cwm_tracer_fuzzed", path)
+    spec = importlib.util.spec_from_file_location(f"cwm_tracer_fuzzed_{request.param}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

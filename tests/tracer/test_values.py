@@ -55,6 +55,36 @@ def test_self_containing_containers_match_builtin_repr():
         assert values.safe_repr(v, 1000) == (repr(v), False)
 
 
+class _Shows:
+    """A user repr that reprs what it holds, which may be a container that holds this object."""
+
+    def __init__(self, held):
+        self.held = held
+
+    def __repr__(self):
+        return "Shows(%r)" % (self.held,)
+
+
+def test_containers_a_user_repr_shows_again_match_builtin_repr():
+    """Builtin repr marks every container it is inside; a user __repr__ called from inside the walk reprs them as
+    `[...]` too, at whatever depth, and marks nothing it did not mark itself."""
+    items = [None, 5]
+    items[0] = _Shows(items)
+    table = {"k": None}
+    table["k"] = _Shows(table)
+    outer = [0, (1, [])]
+    outer[1][1].append(_Shows(outer))
+    pair = [_Shows(None), 2]
+    pair[0].held = (pair, {"again": pair})
+    for v in (items, table, outer, pair, [items, table], (items,)):
+        for budget in (1000, 12):
+            full = repr(v)
+            expected = full if len(full) <= budget else full[:budget] + values.TRUNCATION_MARKER
+            assert values.safe_repr(v, budget)[0] == expected
+            assert values.describe(v, budget)[0] == expected
+    assert repr(items[0]) == "Shows([Shows([...]), 5])"     # marks taken back: the object alone shows the list
+
+
 def test_huge_containers_cost_only_the_budget():
     big = list(range(10 ** 6))
     text, cut = values.safe_repr(big, 50)
