@@ -11,8 +11,12 @@ change while the last line ran. The bytecode says what a line may do:
   instruction of it mutates an existing object: only Python code it ends up running could (a user `__lt__`, a
   property, a generator), or a name bound to something else than the builtin.
   Which of those is ruled out at run time is the recorder's part: the names the line loads are listed for it.
-Anything else (a subscript or attribute store, an in-place operation that is not on a plain local, a call of
-anything else, an import, a yield) is not quiet: the recorder checks every container it showed again.
+- *confined*: quiet but for stores into subscripts of, and mutating methods (`append`, `pop`, `update`...) of,
+  values loaded straight from locals (its targets, found by following the line's stack: `_operands`). If each holds
+  a builtin container of atoms (checked at run time), only those containers changed.
+Anything else (an attribute store, a store into something not loaded straight from a local, an in-place operation
+that is not on a plain local, a call of anything else, an import, a yield) is neither: the recorder checks every
+container it showed again.
 
 Instructions without a line number are exception-handler code in every CPython this supports; they run only after
 an exception event in the same frame, which makes the recorder distrust the line anyway, so they are ignored here.

@@ -27,11 +27,14 @@ instead each scope remembers, per local, the text it showed and a cheap proof th
 - an atomic value (int, str, tuple of those, ...) that is still the same object has the same repr;
 - a builtin container whose shown elements are still the same objects has the same repr (`values.still_same`);
 - an object with object's default repr, still the same id and type names, has the same repr;
-- after a quiet line nothing it did not rebind can have changed, so not even those proofs need checking: its
-  bytecode stores into no object and calls only pure builtins (`code_facts`), it worked on builtin values only
-  (atoms, containers of atoms: no dunder method of the program's can run), the values it overwrote were atomic (no
-  `__del__`), and no code that no line shows ran meanwhile: another thread, a finalizer run by a garbage
-  collection, a profile function (`_verdict`, `count_collection`).
+- after a quiet line nothing it did not rebind can have changed, so not even those proofs need checking, and only
+  the locals it stores are looked at: its bytecode stores into no object and calls only pure builtins
+  (`code_facts`), it worked on builtin values only (atoms, containers of atoms: no dunder method of the program's
+  can run), the values it overwrote were atomic (no `__del__`), and no code that no line shows ran meanwhile:
+  another thread, a finalizer run by a garbage collection, a profile function (`_verdict`, `count_collection`);
+- after a confined line (a quiet line that also stores into, or calls a method of, a local's list, dict or set of
+  atoms: `xs[i] = v`, `xs.append(v)`), the same holds but for those containers: they are checked, and so is every
+  other local bound to one of them and every container that may hold one (`_rebound`).
 Anything else is repr'd again.
 """
 import hashlib
