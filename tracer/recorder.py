@@ -99,7 +99,7 @@ class _Scope:
     def __init__(self, info):
         self.info = info
         self.facts = None       # info.facts, fetched on first use
-        self.verdicts = None    # {line: Recorder._verdict}, while the kinds stay as they are
+        self.verdicts = {}      # {line: Recorder._verdict}, while the kinds stay as they are
         self.frame = None
         self.eps = ()           # [(episode, depth in it)]
         self.prev_line = None
@@ -326,8 +326,7 @@ class Recorder:
             # thread and sets no hook, so what the last untrusted snapshot found still holds after it.
             collections = self.collections
             if after_own_line and self.alone_scope is scope and self.alone_collections == collections:
-                verdicts = scope.verdicts
-                verdict = verdicts.get(scope.prev_line) if verdicts is not None else None
+                verdict = scope.verdicts.get(scope.prev_line)
                 if verdict is None:
                     verdict = self._verdict(scope, locals_)
                 trusted = verdict is True or (verdict is not False and self._globals_pure(scope, verdict))
@@ -358,7 +357,6 @@ class Recorder:
             ids = tuple(map(id, vals))
             if scope.last is None:
                 return self._first_snapshot(scope, vals, ids)
-        names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         if ids == old_ids and not checks:
             # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
             # changed: nothing to look at.
@@ -366,6 +364,7 @@ class Recorder:
             scope.diff = scope.unchanged
             scope.diff_size, scope.diff_cut = scope.unchanged_size, 0
             return cur
+        names, kinds, proofs, texts = scope.names, scope.kinds, scope.proofs, scope.texts
         changed = []            # positions whose text changed
         if rebound is None:
             todo = compress(range(len(ids)), map(ne, ids, old_ids))
@@ -387,7 +386,7 @@ class Recorder:
                                 # The line may have put something else than atoms where the text does not show:
                                 # look at them all again before a line that uses them is trusted.
                                 proof.all_atoms = None
-                                scope.verdicts = None
+                                scope.verdicts = {}
                             continue
                     elif still_same(value, proof):
                         continue
@@ -414,7 +413,7 @@ class Recorder:
                     texts[i] = text
                 if kind != _ATOM:
                     regroup = True
-                    scope.verdicts = None
+                    scope.verdicts = {}
                 kinds[i] = _ATOM
                 proofs[i] = value
                 continue
@@ -424,7 +423,7 @@ class Recorder:
                     if still_same(value, proof):
                         if proof.all_atoms:     # what it knew of the elements not shown was another object's
                             proof.all_atoms = None
-                            scope.verdicts = None
+                            scope.verdicts = {}
                         continue
                 elif kind == _DEFAULT:
                     if proofs[i].holds(value):
@@ -445,7 +444,7 @@ class Recorder:
                     kinds[i] = new_kind
                     continue
             if new_kind != kind or new_kind == _WITNESS:
-                scope.verdicts = None   # a new kind, or a witness whose elements may not all be atoms
+                scope.verdicts = {}     # a new kind, or a witness whose elements may not all be atoms
             kinds[i] = new_kind
         if scope.scan is not None:    # what a confined line needs to know before it runs (_kinds_allow)
             i, scope.scan = scope.scan, None
@@ -546,7 +545,7 @@ class Recorder:
         scope.diff = scope.last = cur = dict(zip(scope.names, texts))
         scope.diff_size = scope.unchanged_size + sum(map(len, texts)) - _UNCHANGED_LEN * len(texts)
         scope.diff_cut = cut
-        scope.verdicts = None
+        scope.verdicts = {}
         return cur
 
     def count_collection(self, phase, info):
@@ -585,8 +584,6 @@ class Recorder:
             verdict = line
         else:
             verdict = line.calls <= line.pure_methods
-        if scope.verdicts is None:
-            scope.verdicts = {}
         scope.verdicts[scope.prev_line] = verdict
         return verdict
 
@@ -686,7 +683,7 @@ class Recorder:
         scope.names, scope.index = names, index
         scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, ids
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
-        scope.verdicts = None
+        scope.verdicts = {}
 
     # ---- episodes -----------------------------------------------------------------------------------------
     def _new_episode(self, scope, kind):
