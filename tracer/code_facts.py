@@ -84,13 +84,13 @@ _LOOP_END = frozenset({"END_FOR", "POP_ITER"})
 
 
 _LOCAL_PUSH = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_FAST_BORROW"})
-ATOM_CONST = "<an atomic constant>"     # not a name any local can have
 _LOCAL_PUSH_TWO = frozenset({"LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
+_ATOM_CONST = object()      # on _operands' stack: an atomic constant
 
 
 def _operands(instrs):
     """What each instruction of a line takes off the stack, bottom first: per value, the name of the local a plain
-    load pushed it from (nothing ran in between), ATOM_CONST for an atomic constant, the LOAD_ATTR/LOAD_METHOD that
+    load pushed it from (nothing ran in between), _ATOM_CONST for an atomic constant, the LOAD_ATTR/LOAD_METHOD that
     pushed a method, or None.
 
     None for the whole line when an instruction takes or touches a value an earlier line left on the stack: dropping
@@ -124,7 +124,7 @@ def _operands(instrs):
         if op in _LOCAL_PUSH:
             stack.append(instr.argval)
         elif op == "LOAD_CONST":
-            stack.append(ATOM_CONST if is_atomic(instr.argval) else None)
+            stack.append(_ATOM_CONST if is_atomic(instr.argval) else None)
         elif op == "LOAD_ATTR" or op == "LOAD_METHOD":
             stack.extend([instr] * pushes)      # a call that takes it calls that method
         elif op in _LOCAL_PUSH_TWO:
@@ -231,7 +231,7 @@ def _quiet_facts(instrs, loop_stores):
         elif op == "STORE_SUBSCR" or op == "DELETE_SUBSCR":
             operands = taken[k]
             container = operands[-2]
-            if not isinstance(container, str) or container is ATOM_CONST:
+            if not isinstance(container, str):
                 return None
             targets.add(container)
             if op == "STORE_SUBSCR":
@@ -242,7 +242,7 @@ def _quiet_facts(instrs, loop_stores):
             globals_.add(instr.argval)
         elif op == "LOAD_ATTR" or op == "LOAD_METHOD":
             receiver = taken[k][-1]
-            if instr.argval in _MUTATING_METHODS and isinstance(receiver, str) and receiver is not ATOM_CONST:
+            if instr.argval in _MUTATING_METHODS and isinstance(receiver, str):
                 targets.add(receiver)
             elif instr.argval not in _PURE_METHODS:
                 return None
@@ -261,8 +261,10 @@ def _quiet_facts(instrs, loop_stores):
             if after is None or after.opname not in ("STORE_FAST", "STORE_DEREF"):
                 return None
             inplace.add(after.argval)
-    known = all(isinstance(item, str) for item in fills)
-    fills = tuple({item for item in fills if item is not ATOM_CONST}) if known else None
+    if all(isinstance(item, str) or item is _ATOM_CONST for item in fills):
+        fills = tuple({item for item in fills if item is not _ATOM_CONST})
+    else:
+        fills = None
     return LineFacts(frozenset(stores), tuple(loads), tuple(globals_), calls, pure_methods, tuple(inplace), iterates,
                      rereads, tuple(targets), fills)
 
