@@ -436,13 +436,12 @@ class Recorder:
                 texts[i] = text
             if (new_kind == _ATOM) != (kind == _ATOM):
                 regroup = True
-            if new_kind == _WITNESS:
-                if kind == _WITNESS and atoms_in and old.all_atoms:
+            if new_kind == _WITNESS and kind == _WITNESS:
+                if atoms_in and old.all_atoms:
                     # A target of the line: it held atoms only, the line put atoms in.
                     proof.all_atoms, proof.asks = True, old.asks
-                if kind == _WITNESS and _all_known_atoms(proof) and _all_known_atoms(old):
-                    kinds[i] = new_kind
-                    continue
+                if _all_known_atoms(proof) and _all_known_atoms(old):
+                    continue    # lines may use it as they used the old one: every verdict holds
             if new_kind != kind or new_kind == _WITNESS:
                 scope.verdicts = {}     # a new kind, or a witness whose elements may not all be atoms
             kinds[i] = new_kind
