@@ -98,17 +98,19 @@ def _operands(instrs):
     of a multi-line expression) may run code that the line's own loads say nothing of. Where paths join (a jump
     target), where a value came from is no longer known."""
     stack, taken = [], []
+    arguments = 0       # 3.11 counts a call's arguments off at its PRECALL; they leave the stack at the CALL
     for instr in instrs:
         op = instr.opname
         if instr.is_jump_target:
             stack = [None] * len(stack)
-        if op in _LOOP_END:
+        net = dis.stack_effect(instr.opcode, instr.arg, jump=False)
+        if op in _LOOP_END or op == "PRECALL":
+            arguments = -net if op == "PRECALL" else 0
             taken.append(())
             continue
-        net = dis.stack_effect(instr.opcode, instr.arg, jump=False)
         pops, pushes = max(-net, 0), max(net, 0)
         if op in _PUSH_ONE:
-            reach = pops = 1 - net
+            reach = pops = 1 - net + (arguments if op in _CALLS else 0)
             pushes = 1
         elif op in _TAKE_ONE:
             reach = pops = 1
