@@ -108,3 +108,10 @@ def test_tracer_instructions_per_function():
     module = speed._load(HERE / "tracer_workload.py", "cwm_bench_workload")
     version, python, backend = next(_interpreters())
     _table(_count_all([(version, python, fn.__name__, "episodes", backend) for fn, _ in module.function_calls()]))
+
+
+if __name__ == "__main__":
+    # One row, under this interpreter: how the step-by-step figures in RESULTS.md were counted on each commit, e.g.
+    # `.venv/bin/python benchmarks/test_tracer_instructions.py functions episodes settrace fast naive`
+    workload, setup, backend, *recorders = sys.argv[1:]
+    print(json.dumps(count_row(sys.executable, workload, setup, backend, tuple(recorders) or RECORDERS)))

@@ -25,6 +25,7 @@ import builtins
 import dis
 import linecache
 import sys
+import types
 import weakref
 
 from .values import is_atomic
@@ -300,11 +301,11 @@ def _cells_nested_code_stores(code):
     that only this code stores is rebound where its own bytecode says; a free variable can be rebound by code
     elsewhere (the enclosing function, its other closures), so line_facts counts all of those."""
     stored = set()
-    todo = [c for c in code.co_consts if hasattr(c, "co_code")]
+    todo = [c for c in code.co_consts if isinstance(c, types.CodeType)]
     while todo:
         inner = todo.pop()
         stored.update(i.argval for i in dis.get_instructions(inner) if i.opname in ("STORE_DEREF", "DELETE_DEREF"))
-        todo.extend(c for c in inner.co_consts if hasattr(c, "co_code"))
+        todo.extend(c for c in inner.co_consts if isinstance(c, types.CodeType))
     return stored & set(code.co_cellvars)
 
 

@@ -124,6 +124,13 @@ class _Scope:
         self.scan = None        # a position whose container's elements the snapshot looks at all when it ends
 
 
+def _forget_unshown(scope, witness):
+    """What `witness` knew of the elements its text does not show (all atoms) may no longer hold: look at them all
+    again (holds_only_atoms) before a line that uses the container is trusted again."""
+    witness.all_atoms = None
+    scope.verdicts = {}
+
+
 def _all_known_atoms(w):
     """A flat witness whose every element is known to be an atom: what _kinds_allow lets a line use. Replacing one
     such witness with another changes no verdict."""
@@ -382,11 +389,8 @@ class Recorder:
                         n = len(value)
                         if (n == proof.need if proof.exact else n >= proof.need) and all(
                                 map(is_, chain.from_iterable(value.items()) if t is dict else value, proof.items)):
-                            if proof.all_atoms and not atoms_in:
-                                # The line may have put something else than atoms where the text does not show:
-                                # look at them all again before a line that uses them is trusted.
-                                proof.all_atoms = None
-                                scope.verdicts = {}
+                            if proof.all_atoms and not atoms_in:    # something else may have gone in
+                                _forget_unshown(scope, proof)
                             continue
                     elif still_same(value, proof):
                         continue
@@ -421,9 +425,8 @@ class Recorder:
                 if kind == _WITNESS:
                     proof = proofs[i]
                     if still_same(value, proof):
-                        if proof.all_atoms:     # what it knew of the elements not shown was another object's
-                            proof.all_atoms = None
-                            scope.verdicts = {}
+                        if proof.all_atoms:     # what it knew was of another object
+                            _forget_unshown(scope, proof)
                         continue
                 elif kind == _DEFAULT:
                     if proofs[i].holds(value):
@@ -683,6 +686,7 @@ class Recorder:
         scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, ids
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
         scope.verdicts = {}
+        scope.scan = None       # a position in the old layout
 
     # ---- episodes -----------------------------------------------------------------------------------------
     def _new_episode(self, scope, kind):

@@ -17,6 +17,7 @@ Flat containers (numbers, short strings, short tuples of those) are rendered by 
 budget can show.
 """
 import _signal
+import functools
 import os
 import signal
 import threading
@@ -352,18 +353,14 @@ class _Walk:
                 w.items = tuple(w.items)
 
 
-_REPR_MARKS = []
-
-
+@functools.lru_cache(maxsize=None)
 def _repr_marks():
-    """[Py_ReprEnter, Py_ReprLeave], CPython's, looked up on first use (ctypes costs milliseconds to import)."""
-    if not _REPR_MARKS:
-        import ctypes
-        enter, leave = ctypes.pythonapi.Py_ReprEnter, ctypes.pythonapi.Py_ReprLeave
-        enter.argtypes, enter.restype = [ctypes.py_object], ctypes.c_int
-        leave.argtypes, leave.restype = [ctypes.py_object], None
-        _REPR_MARKS.extend((enter, leave))
-    return _REPR_MARKS
+    """(Py_ReprEnter, Py_ReprLeave), CPython's, looked up on first use (ctypes costs milliseconds to import)."""
+    import ctypes
+    enter, leave = ctypes.pythonapi.Py_ReprEnter, ctypes.pythonapi.Py_ReprLeave
+    enter.argtypes, enter.restype = [ctypes.py_object], ctypes.c_int
+    leave.argtypes, leave.restype = [ctypes.py_object], None
+    return enter, leave
 
 
 _BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}

@@ -1066,6 +1066,17 @@ def remove_after_a_line_changed_shown_and_unshown_elements():
     done = True
 
 
+@case("out", "6")
+def confined_line_that_also_unbinds_a_name():
+    out = []
+    for k in (1, 2, 3, 4, 5, 6):
+        a = k
+        xs = [0] * 100
+        xs.append(k); del a     # the names shown change while the recorder asks what xs holds
+        out.append(k)
+    done = True
+
+
 # A `for` line advances the iterator it made on its first pass, not what the name it loads holds now.
 @case("log", "'next', 'next'")
 def for_over_a_name_the_loop_rebinds():
