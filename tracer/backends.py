@@ -89,6 +89,7 @@ class SettraceBackend(_Backend):
 
     def stop(self):
         sys.settrace(self._old)
+        self.rec.own_trace = None   # it ties the recorder to this backend in a cycle: a stopped session is freed at once
 
     def _global(self, frame, event, arg):
         if event != "call":
@@ -174,7 +175,7 @@ class MonitoringBackend(_Backend):
         handlers = {E.PY_START: self._py_start, E.PY_RESUME: self._py_resume, E.PY_THROW: self._py_throw,
                     E.PY_RETURN: self._py_return, E.PY_YIELD: self._py_yield, E.PY_UNWIND: self._py_unwind,
                     E.RAISE: self._raise, E.STOP_ITERATION: self._raise, E.LINE: self._line, E.JUMP: self._jump}
-        self.handlers = handlers
+        self.events = tuple(handlers)   # not the bound methods: they would tie this backend to itself in a cycle
         for event, fn in handlers.items():
             mon.register_callback(self.tool, event, fn)
         self.enabled = set()
@@ -190,7 +191,7 @@ class MonitoringBackend(_Backend):
         mon.set_events(tool, 0)
         for code in self.enabled:
             mon.set_local_events(tool, code, 0)
-        for event in self.handlers:
+        for event in self.events:
             mon.register_callback(tool, event, None)
         mon.free_tool_id(tool)
 

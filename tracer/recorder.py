@@ -156,11 +156,10 @@ def _layout_shape(layout):
 
 
 class _Episode:
-    __slots__ = ("root", "kind", "frames", "last", "nbytes", "cut", "outcome", "closed", "context", "origin",
+    __slots__ = ("kind", "frames", "last", "nbytes", "cut", "outcome", "closed", "context", "origin",
                  "t0", "budget")
 
-    def __init__(self, root, kind, context, origin):
-        self.root = root
+    def __init__(self, kind, context, origin):
         self.kind = kind
         self.frames = []
         self.last = {}          # scope -> its last snapshot shown in this episode
@@ -703,7 +702,7 @@ class Recorder:
             origin = {"kind": "function", "path": info.path, "qualname": info.qualname, "input": None}
             context = info.context(START_MARKER)
         origin = {"repo": self.config.origin.get("repo"), "commit": self.config.origin.get("commit"), **origin}
-        ep = _Episode(scope, kind, context, origin)
+        ep = _Episode(kind, context, origin)
         self.open.append(ep)
         return ep
 

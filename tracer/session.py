@@ -73,6 +73,9 @@ class Session:
             self._timer.cancel()
         # A trace still open here never saw its root scope end (tracing was stopped under it).
         self.recorder.finish_all("crashed")
+        # stop_here (start) ties the recorder to this session in a cycle: untied, a finished session and the record
+        # it keeps are freed as soon as the caller drops them, not at the next full garbage collection.
+        self.recorder.on_stop = None
 
 
 def trace_call(fn, *args, config=None, recorder=Recorder, **kwargs):

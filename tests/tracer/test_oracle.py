@@ -1,13 +1,16 @@
 """The recorder against independent oracles: the naive re-serialise-everything recorder (the ".." diff is sound),
 the other backend (both give the same frames), and the interpreter's own line events (nothing missed or invented).
 """
+import gc
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 
 from tracer import TraceConfig, trace_call
 from tracer.naive import NaiveRecorder
+from tracer.recorder import Recorder
 
 HERE = Path(__file__).resolve().parent
 
@@ -122,3 +125,25 @@ def test_raised_and_caught_exceptions(corpus, backend):
     assert caught["frames"][first]["value"] == "ZeroDivisionError('division by zero')"
     assert kinds[first + 1] == "line" and "except" in caught["frames"][first + 1]["source"]
     assert caught["outcome"] == "returned" and kinds[-1] == "return"
+
+
+
+def test_a_finished_session_is_freed_without_the_garbage_collector(corpus, backend):
+    """No reference cycle keeps a session alive once trace_call returns: its recorder, scopes and episodes go when
+    the call ends, its records when the caller drops them. (A cycle kept the entry record's frames until a full
+    collection, and every full collection before that scanned them.)"""
+    made = weakref.WeakSet()
+
+    class Watched(Recorder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.add(self)
+
+    gc.collect()
+    gc.disable()
+    try:
+        records = trace_call(corpus.PROGRAMS["recursion"], config=_config(backend), recorder=Watched)
+        assert len(records) > 1
+        assert len(made) == 0, "the recorder outlived its session: a reference cycle holds it"
+    finally:
+        gc.enable()
