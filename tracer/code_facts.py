@@ -357,7 +357,7 @@ def _qualname_from_source(code):
 
 class CodeInfo:
     """Everything the recorder needs to know about one traced code object, computed on first use."""
-    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_facts", "sources", "layouts",
+    __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_facts", "places", "layouts",
                  "_lines", "_context")
 
     def __init__(self, code, path):
@@ -369,7 +369,7 @@ class CodeInfo:
         # A function-level episode makes sense for a real function, not a lambda, comprehension or class body.
         self.is_function = bool(code.co_flags & CO_OPTIMIZED) and not code.co_name.startswith("<")
         self._facts = None
-        self.sources = {}     # line -> its text, filled by `source`
+        self.places = {}      # line -> (path, line, its text): a frame's place, filled by `place`
         self.layouts = {}     # f_locals names, in order -> what the recorder makes of them (recorder._layout_shape)
         self._lines = None
         self._context = None
@@ -384,12 +384,13 @@ class CodeInfo:
             self._facts = facts
         return self._facts
 
-    def source(self, line):
+    def place(self, line):
+        """(path, line, source text): one tuple per line, shared by every frame of it (record ids key on it)."""
         try:
-            return self.sources[line]
+            return self.places[line]
         except KeyError:
-            text = self.sources[line] = linecache.getline(self.filename, line).rstrip("\r\n")
-            return text
+            place = self.places[line] = (self.path, line, linecache.getline(self.filename, line).rstrip("\r\n"))
+            return place
 
     def line_at(self, offset):
         """The line of the instruction at byte `offset` (for sys.monitoring's JUMP events)."""
@@ -410,7 +411,7 @@ class CodeInfo:
                 try:
                     lines, first = inspect.getsourcelines(self.code)
                 except (OSError, TypeError):
-                    lines, first = [self.source(self.def_line)], self.def_line
+                    lines, first = [self.place(self.def_line)[2]], self.def_line
                 found = _CONTEXTS[self.code] = ([line.rstrip("\r\n") for line in lines], self.def_line - max(first, 1))
             lines, index = found
             if 0 <= index < len(lines):

@@ -156,12 +156,14 @@ def _layout_shape(layout):
 
 
 class _Episode:
-    __slots__ = ("kind", "frames", "last", "nbytes", "cut", "outcome", "closed", "context", "origin",
-                 "t0", "budget")
+    __slots__ = ("kind", "frames", "canonical", "places", "last", "nbytes", "cut", "outcome", "closed", "context",
+                 "origin", "t0", "budget")
 
     def __init__(self, kind, context, origin):
         self.kind = kind
         self.frames = []
+        self.canonical = []     # each frame as record_id hashes it: (kind, depth, place index, locals, value)
+        self.places = {}        # (path, line, source) -> its index, in order of first use
         self.last = {}          # scope -> its last snapshot shown in this episode
         self.nbytes = len(context) + _RECORD_JSON
         self.cut = 0            # values shown cut to the budget
@@ -207,11 +209,16 @@ def record_id(record):
     first use. A frame's path and source text are the same on every pass over a line: written once, they halve the
     bytes to serialise and hash.
     """
-    body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend", "frames")}
-    body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
     places = {}
     frames = [(f["kind"], f["depth"], places.setdefault((f["path"], f["line"], f["source"]), len(places)),
                f["locals"], f["value"]) for f in record.get("frames", ())]
+    return _record_id(record, frames, places)
+
+
+def _record_id(record, frames, places):
+    """record_id from the canonical frames and {place: index}, as the recorder keeps them while it adds frames."""
+    body = {k: v for k, v in record.items() if k not in ("id", "stats", "backend", "frames")}
+    body["stats"] = {k: v for k, v in record.get("stats", {}).items() if k != "wall_s"}
     data = _canonical_bytes((body, frames, list(places)))
     # No `b"0x" in data` test first: the regex's own scan for its literal prefix is faster than that search, and
     # sub() gives back the same bytes when nothing matches.
@@ -708,10 +715,10 @@ class Recorder:
 
     def _add(self, scope, kind, line, cur, value):
         info = scope.info
-        source = info.sources.get(line)
-        if source is None:
-            source = info.source(line)
-        path = info.path
+        place = info.places.get(line)
+        if place is None:
+            place = info.place(line)
+        path, _, source = place
         base = _FRAME_JSON + len(path) + len(source)        # about what the frame's JSON will take
         memo_prev, memo_loc = scope.diff_base, scope.diff
         weighed = None                                       # the locals dict last measured, its size and cuts
@@ -753,6 +760,11 @@ class Recorder:
             ep.cut += cut
             frames.append({"kind": kind, "depth": d, "path": path, "line": line, "source": source,
                            "locals": loc, "value": value})
+            places = ep.places          # the frame as record_id hashes it, made here at a fraction of the cost
+            k = places.get(place)
+            if k is None:
+                k = places[place] = len(places)
+            ep.canonical.append((kind, d, k, loc, value))
             if kind == "call" and d == 0 and ep.kind == "function":
                 ep.origin["input"] = ", ".join(f"{n}={t}" for n, t in cur.items())
 
@@ -771,8 +783,8 @@ class Recorder:
             stats["episodes_skipped"] = self.episodes_skipped   # calls past max_episodes (say so, never drop silently)
         record = {"schema": SCHEMA, "origin": ep.origin, "python": self.python, "backend": self.backend_name,
                   "context": ep.context, "frames": frames, "outcome": outcome, "stats": stats}
-        record = {"id": record_id(record), **record}
-        ep.frames = ep.last = None
+        record = {"id": _record_id(record, ep.canonical, ep.places), **record}
+        ep.frames = ep.last = ep.canonical = ep.places = None
         if ep.kind == "entry":
             self.entry_record = record
         self.emit(record)
