@@ -113,5 +113,7 @@ def test_tracer_instructions_per_function():
 if __name__ == "__main__":
     # One row, under this interpreter: how the step-by-step figures in RESULTS.md were counted on each commit, e.g.
     # `.venv/bin/python benchmarks/test_tracer_instructions.py functions episodes settrace fast naive`
+    # With CWM_BENCH_CONSTANT_IDS=1 in the environment every record gets a constant id: the difference is what
+    # record ids cost (RESULTS.md, "Shared costs").
     workload, setup, backend, *recorders = sys.argv[1:]
     print(json.dumps(count_row(sys.executable, workload, setup, backend, tuple(recorders) or RECORDERS)))

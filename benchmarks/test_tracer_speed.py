@@ -262,4 +262,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
     print(json.dumps(measure_all()))
 if __name__ == "__main__" and sys.argv[1:2] == ["--trace"]:
     workload, setup, backend, recorder, n = sys.argv[2:]
+    if os.environ.get("CWM_BENCH_CONSTANT_IDS"):   # what record ids cost every recorder: count without them
+        import tracer.recorder
+        tracer.recorder._record_id = lambda record, frames, places: "0" * 32
     trace_repeatedly(workload, setup, backend, recorder, int(n))
