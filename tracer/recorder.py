@@ -31,7 +31,7 @@ instead each scope remembers, per local, the text it showed and a cheap proof th
   the locals it stores are looked at: its bytecode stores into no object and calls only pure builtins
   (`code_facts`), it worked on builtin values only (atoms, containers of atoms: no dunder method of the program's
   can run), the values it overwrote were atomic (no `__del__`), and no code that no line shows ran meanwhile:
-  another thread, a finalizer run by a garbage collection, a profile function (`_verdict`, `count_collection`);
+  another thread, a finalizer run by a garbage collection, a profile function (`_verdict`, `gc_last`);
 - after a confined line (a quiet line that also stores into, or calls a method of, a local's list, dict or set of
   atoms: `xs[i] = v`, `xs.append(v)`), the same holds but for those containers: they are checked, and so is every
   other local bound to one of them and every container that may hold one (`_rebound`).
@@ -45,10 +45,10 @@ import sys
 import time
 from _thread import _count as _thread_count
 from sys import getprofile as _getprofile, gettrace as _gettrace
-from gc import callbacks as _gc_callbacks
 from itertools import chain, compress, repeat
 from operator import is_, ne
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import values
 from .code_facts import PURE_BUILTINS
@@ -155,6 +155,14 @@ def _layout_shape(layout):
             sum(map(len, names)) + (8 + _UNCHANGED_LEN) * len(names))
 
 
+class _LastCollection:
+    """The info dict of the last garbage collection's start and stop, set by Recorder.gc_hook."""
+    __slots__ = ("start", "stop")
+
+    def __init__(self):
+        self.start = self.stop = None
+
+
 class _Episode:
     __slots__ = ("kind", "frames", "canonical", "places", "last", "nbytes", "cut", "outcome", "closed", "context",
                  "origin", "t0", "budget")
@@ -243,12 +251,22 @@ class Recorder:
         self.last_line_scope = None             # the scope whose line event was the last event of all
         # What may run beside the traced code, unseen by any line's bytecode (see _snapshot): the tracer's own
         # threads (set by the session; any other thread, and values may change under a line that mutates nothing),
-        # and how many collections freed objects (their finalizers run code), as of the last snapshot.
+        # and garbage collections.
         self.threads = -1
         self.own_trace = None       # the trace function the backend installed (None: sys.monitoring)
-        self.collections = 0        # garbage collections so far (count_collection)
+        # A garbage collection may run finalizers and weakref callbacks (and the program's own gc callbacks), at any
+        # moment, even inside the tracer: like another thread, a profile function or a trace function that is not
+        # the backend's, that is code no line shows, and `_snapshot` trusts no line across one. The session puts
+        # `gc_hook` in gc.callbacks: each collection sets `gc_last.start` and `.stop` to its info dict, a new dict
+        # each time (the one last seen is kept alive, so its id cannot come back). The hook is made of C functions
+        # only: no Python code runs in it, so it can never be where the alarm that ends a slow repr lands (an
+        # exception raised in a gc callback is swallowed). Not seen: threads started by native code,
+        # Python signal handlers, audit hooks. (A thread started by one line and ended before the next still shows
+        # at the snapshot between them.)
+        self.gc_last = _LastCollection()
+        self.gc_hook = partial(setattr, self.gc_last)
         self.alone_scope = None     # the scope of the last snapshot, when nothing else could run then...
-        self.alone_collections = -1     # ...and how many collections there had been
+        self.alone_collected = _MISSING     # ...and the last collection's info dict then
         self.open = []                          # episodes not yet finished
         self.stop_requested = False
         self.on_stop = None                     # called after the soft timeout has flushed everything
@@ -334,20 +352,21 @@ class Recorder:
         trusted = False
         if scope.watch:
             # Can the line that just ran have changed a value it did not rebind? Only non-atomic values need the
-            # answer. First: no code that no line shows ran since the last snapshot (count_collection), then: the
-            # line cannot have changed them, or only its targets (_verdict). A quiet or confined line starts no
-            # thread and sets no hook, so what the last untrusted snapshot found still holds after it.
-            collections = self.collections
-            if after_own_line and self.alone_scope is scope and self.alone_collections == collections:
+            # answer. First: no code that no line shows ran since the last snapshot (no garbage collection: see
+            # gc_last), then: the line cannot have changed them, or only its targets (_verdict). A quiet or confined
+            # line starts no thread and sets no hook, so what the last untrusted snapshot found still holds after it.
+            gc_last = self.gc_last
+            collected = gc_last.stop
+            if after_own_line and self.alone_scope is scope and self.alone_collected is collected:
                 verdict = scope.verdicts.get(scope.prev_line)
                 if verdict is None:
                     verdict = self._verdict(scope, locals_)
                 trusted = verdict is True or (verdict is not False and self._globals_pure(scope, verdict))
-                trusted = trusted and self.collections == collections   # none ran while deciding (it allocates)
+                trusted = trusted and gc_last.stop is collected     # none ran while deciding (it allocates)
             if not trusted:
                 clean = _thread_count() == self.threads and _getprofile() is None and _gettrace() is self.own_trace
                 self.alone_scope = scope if clean else None
-            self.alone_collections = collections
+            self.alone_collected = collected
         else:
             self.alone_scope = None     # unchecked: the next snapshot cannot rely on this one
         old_ids = scope.ids
@@ -555,17 +574,6 @@ class Recorder:
         scope.diff_cut = cut
         scope.verdicts = {}
         return cur
-
-    def count_collection(self, phase, info):
-        """gc.callbacks hook (the session installs it): a collection that finds garbage may run finalizers and weakref
-        callbacks, at any moment, even inside the tracer. Like another thread (the tracer's own are counted in
-        `threads`), a profile function or a trace function that is not the backend's, that is code no line shows:
-        `_snapshot` trusts no line across such a collection. One that found nothing unreachable ran no code but the
-        collector's own, unless the program has gc callbacks of its own: those run at every collection.
-        (A thread started by one line and ended before the next still shows at the snapshot between them.) Not
-        seen: threads started by native code, Python signal handlers, audit hooks."""
-        if phase == "stop" and (info["collected"] or info["uncollectable"] or len(_gc_callbacks) > 1):
-            self.collections += 1
 
     def _verdict(self, scope, locals_):
         """What is known of the line that just ran (scope.prev_line), cached in scope.verdicts until a kind changes:

@@ -53,7 +53,7 @@ class Session:
         # other, and it trusts none), and every garbage collection that may run code (finalizers, gc callbacks).
         own = [t for t in threading.enumerate() if t.name.startswith("cwm-tracer")]
         rec.threads = len(own) if _thread_count() == len(own) else -1
-        gc.callbacks.append(rec.count_collection)
+        gc.callbacks.append(rec.gc_hook)
         values.install_alarm()
         try:
             self.backend.start(rec)
@@ -66,8 +66,8 @@ class Session:
 
     def stop(self):
         self.backend.stop()
-        if self.recorder.count_collection in gc.callbacks:
-            gc.callbacks.remove(self.recorder.count_collection)
+        if self.recorder.gc_hook in gc.callbacks:
+            gc.callbacks.remove(self.recorder.gc_hook)
         values.uninstall_alarm()
         if self._timer is not None:
             self._timer.cancel()

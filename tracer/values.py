@@ -27,6 +27,10 @@ from operator import is_
 
 TRUNCATION_MARKER = "...<cut>"
 REPR_TIMEOUT_S = 0.5
+# After the first alarm, it fires again this often until the repr ends: the interpreter swallows an exception raised
+# inside a finalizer or a gc callback ("Exception ignored in ..."), and a one-shot alarm landing there would never
+# end the repr.
+REPR_RETRY_S = 0.01
 
 ATOMIC_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range})
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
@@ -49,13 +53,16 @@ class _ReprTimeout(BaseException):
     """Raised inside a user __repr__ that runs too long. A BaseException, so `except Exception` in it cannot eat it."""
 
 
-_in_repr = False
+_in_repr = False            # a guarded repr is running: the alarm ends it
+_armed = False              # the guard's timer is armed (it may fire just after the repr ended: not the program's)
 _program_handler = None     # the traced program's SIGALRM handler while the tracer's is installed
 
 
 def _on_alarm(signum, frame):
     if _in_repr:
         raise _ReprTimeout()
+    if _armed:
+        return
     handler = _program_handler  # the program's own alarm: do what it asked for
     if callable(handler):
         handler(signum, frame)
@@ -96,21 +103,26 @@ def guarded_repr(value):
     for every user __repr__ (and, in the naive recorder, every container), so the common case calls C functions
     only: the two setitimer calls that arm and disarm the guard, and no enum conversions or threading lookups.
     """
-    global _in_repr
+    global _in_repr, _armed
     try:
         if not (_ALARM_OK and _get_ident() == _main_ident):
             return repr(value), None
         swapped = None
         if _getsignal(_SIGALRM) is not _on_alarm:  # no session, or the program took the signal
             swapped = _set_handler(_SIGALRM, _on_alarm)
-        left, interval = _setitimer(_ITIMER_REAL, REPR_TIMEOUT_S)
+        _armed = True
+        left, interval = _setitimer(_ITIMER_REAL, REPR_TIMEOUT_S, REPR_RETRY_S)
         started = _perf_counter() if left > 0 else None
-        _in_repr = True
         try:
+            _in_repr = True
             text = repr(value)
+            _in_repr = False
         finally:
+            # An alarm raising here (the repr had just ended) leaves this block before its first line has run at
+            # most once: the next fire is REPR_RETRY_S away.
             _in_repr = False
             _setitimer(_ITIMER_REAL, 0)
+            _armed = False
             if swapped is not None:
                 _set_handler(_SIGALRM, swapped)
             if left > 0:  # the program's own timer was running: put back what is left of it

@@ -1,6 +1,7 @@
 """Value serialisation: the cut repr equals builtin repr's prefix, hostile reprs become placeholders, and the change
 detector's proofs (witnesses) hold exactly when the repr would be unchanged."""
 import random
+from pathlib import Path
 
 import pytest
 
@@ -180,6 +181,47 @@ def test_repr_guard_hands_the_alarm_back(monkeypatch, session):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+_SWALLOWING_REPR = """
+import gc, sys
+from tracer import TraceConfig, trace_call, values
+values.REPR_TIMEOUT_S = 0.05
+
+class Finalized:
+    def __del__(self):      # where an exception is swallowed ("Exception ignored in")
+        for _ in range(100):
+            pass
+
+class Churn:
+    def __repr__(self):     # most of its time inside collections, which run gc callbacks and finalizers
+        while True:
+            junk = [Finalized()]
+            junk.append(junk)
+            del junk
+            gc.collect()
+
+def f():
+    x = Churn()
+    return 1
+
+records = trace_call(f, config=TraceConfig(root=sys.argv[1], backend=sys.argv[2]))
+print(records[0]["frames"][2]["locals"]["x"])
+"""
+
+
+def test_a_hung_repr_is_cut_off_even_where_exceptions_are_swallowed(tmp_path, backend):
+    """The alarm that ends a slow repr may land in a finalizer or a gc callback, where the interpreter swallows the
+    exception: it fires again until the repr ends. The session's own gc hook runs no Python code, so it is never
+    where the alarm lands. (Before: the first alarm was swallowed by that hook and the repr ran forever.)"""
+    import subprocess
+    import sys
+    program = tmp_path / "churn.py"
+    program.write_text(_SWALLOWING_REPR)
+    proc = subprocess.run([sys.executable, str(program), str(tmp_path), backend], capture_output=True, text=True,
+                          timeout=30, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "<Churn object (repr timed out)>"
 
 
 def test_repr_guard_leaves_signals_alone_off_the_main_thread():
