@@ -64,6 +64,7 @@ _ATOMIC_SCALARS = values.ATOMIC_SCALARS
 _MISSING = object()
 _UNCHANGED_LEN = len(UNCHANGED)
 still_same = values.still_same
+user_repr = values.user_repr
 holds_only_atoms = values.holds_only_atoms
 describe = values.describe
 TRUNCATION_MARKER = values.TRUNCATION_MARKER
@@ -108,12 +109,12 @@ class _Scope:
         self.skip = 0           # how many leading names are hidden
         self.keep = None        # positions to keep when hidden names are not all leading
         self.names = ()
-        self.index = {}
+        self.index = None       # {name: position}
         self.ids = ()           # id() of each value (no reference kept)
-        self.kinds = []         # values.ATOM/WITNESS/DEFAULT/OTHER, None for a name not seen yet
-        self.proofs = []
-        self.texts = []
-        self.watch = []         # positions whose value is not atomic: checked on every snapshot
+        self.kinds = ()         # values.ATOM/WITNESS/DEFAULT/OTHER, None for a name not seen yet (lists, once seen)
+        self.proofs = ()
+        self.texts = ()
+        self.watch = ()         # positions whose value is not atomic: checked on every snapshot
         self.unchanged = {}     # {name: ".."} for every name: the diff when nothing changed
         self.unchanged_size = 0     # what `_add` counts for it (names, "..", 8 per name)
         self.diff_size = None       # the same for `diff`, and how many values it shows cut (None: not measured)
@@ -349,6 +350,9 @@ class Recorder:
         its id cannot be reused); only those, and the non-atomic ones, are looked at in Python.
         """
         locals_ = scope.frame.f_locals
+        if scope.last is None:
+            self.alone_scope = None
+            return self._first_snapshot(scope, locals_)
         trusted = False
         if scope.watch:
             # Can the line that just ran have changed a value it did not rebind? Only non-atomic values need the
@@ -387,8 +391,6 @@ class Recorder:
             elif scope.keep is not None:
                 vals = tuple(vals[i] for i in scope.keep)
             ids = tuple(map(id, vals))
-            if scope.last is None:
-                return self._first_snapshot(scope, vals, ids)
         if ids == old_ids and not checks:
             # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
             # changed: nothing to look at.
@@ -400,9 +402,11 @@ class Recorder:
         changed = []            # positions whose text changed
         if rebound is None:
             todo = compress(range(len(ids)), map(ne, ids, old_ids))
+        budget = self.budget
         if checks:
             # Non-atomic values still bound to the same object: check their proofs here, a flat container's inline
-            # (values.still_same's first case); only those whose proof fails join the values to look at.
+            # (values.still_same's first case), a user __repr__ run again; only those whose proof fails join the
+            # values to look at.
             failed = []
             for i in checks:
                 if ids[i] != old_ids[i]:
@@ -419,13 +423,19 @@ class Recorder:
                             continue
                     elif still_same(value, proof):
                         continue
-                elif kind == _DEFAULT and proof.holds(value):
+                elif kind == _DEFAULT:
+                    if proof.holds(value):
+                        continue
+                elif proof is type(value):      # OTHER, a user __repr__: run it again (the naive way)
+                    text = user_repr(value, budget)
+                    if text != texts[i]:
+                        changed.append(i)
+                        texts[i] = text
                     continue
                 failed.append(i)
             if failed:
                 todo = sorted(chain(todo, failed))
         regroup = False
-        budget = self.budget
         for i in todo:
             value = vals[i]
             kind = kinds[i]
@@ -556,23 +566,42 @@ class Recorder:
             ids = tuple(new)
         return todo, ids, checks, vals, atoms_in
 
-    def _first_snapshot(self, scope, vals, ids):
-        """_snapshot of a scope that has none yet: every value described, the whole snapshot its own diff."""
+    def _first_snapshot(self, scope, locals_):
+        """_snapshot of a scope that has none yet: its layout, every value described, the whole snapshot its own
+        diff. Most scopes are short (a call, a line or two, a return), so this is made in one pass."""
+        layout = tuple(locals_)
+        shape = scope.info.layouts.get(layout)
+        if shape is None:
+            shape = scope.info.layouts[layout] = _layout_shape(layout)
+        scope.layout = layout
+        scope.skip, keep, names, scope.index, scope.unchanged, size = shape
+        scope.keep, scope.unchanged_size = keep, size
+        vals = tuple(locals_.values())
+        if scope.skip:
+            vals = vals[scope.skip:]
+        elif keep is not None:
+            vals = tuple(vals[i] for i in keep)
+        scope.names = names
+        scope.ids = tuple(map(id, vals))
         budget = self.budget
-        kinds, proofs, texts = scope.kinds, scope.proofs, scope.texts
+        scope.kinds = kinds = []
+        scope.proofs = proofs = []
+        scope.texts = texts = []
+        scope.watch = watch = []
         cut = 0
         for i, value in enumerate(vals):
-            text, kinds[i], proofs[i] = describe(value, budget)
+            text, kind, proof = describe(value, budget)
+            kinds.append(kind)
+            proofs.append(proof)
+            texts.append(text)
+            if kind != _ATOM:
+                watch.append(i)
             if text.endswith(TRUNCATION_MARKER):
                 cut += 1
-            texts[i] = text
-        scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]
-        scope.ids = ids
         scope.diff_base = None
-        scope.diff = scope.last = cur = dict(zip(scope.names, texts))
-        scope.diff_size = scope.unchanged_size + sum(map(len, texts)) - _UNCHANGED_LEN * len(texts)
+        scope.diff = scope.last = cur = dict(zip(names, texts))
+        scope.diff_size = size + sum(map(len, texts)) - _UNCHANGED_LEN * len(texts)
         scope.diff_cut = cut
-        scope.verdicts = {}
         return cur
 
     def _verdict(self, scope, locals_):

@@ -90,6 +90,15 @@ def placeholder(value, why):
     return f"<{type(value).__name__} object ({why})>"
 
 
+def user_repr(value, budget):
+    """safe_repr's text for an object of a type describe() found a user __repr__ on (kind OTHER, not a container),
+    without its dispatch on the type: what the recorder runs again on every snapshot such an object is in."""
+    text, why = guarded_repr(value)
+    if text is None:
+        text = placeholder(value, why)
+    return text[:budget] + TRUNCATION_MARKER if len(text) > budget else text
+
+
 def _user_repr(value):
     """repr() of an arbitrary object, guarded: a placeholder instead of an exception, an endless recursion or a hang."""
     text, why = guarded_repr(value)
@@ -432,6 +441,37 @@ def _short_atoms(part, kinds, room):
 
 
 _STR_ONLY = frozenset({str})
+_PLAIN = ATOMIC_SCALARS | _CONTAINERS
+
+
+def _small_with_user_reprs(value, budget, most=64):
+    """True when the builtin container `value` holds an object with a user __repr__ (looked for among its own
+    elements), and at most `most` elements (nested ones counted) and strs of about `budget` characters in all. The walk's text would then prove nothing (OTHER),
+    and one guarded C repr of it all costs about what the walk's `budget` characters would, without the walk's
+    per-element guards and recursion marks: the text is the same (the naive recorder prints every container so)."""
+    if len(value) > most:
+        return False
+    t = type(value)
+    types = set(map(type, value.values())).union(map(type, value)) if t is dict else set(map(type, value))
+    if all(t in _PLAIN or t.__repr__ in _C_REPRS for t in types):    # none at the top: the walk (a witness, perhaps)
+        return False
+    todo = [value]
+    count = chars = 0
+    user = False
+    while todo:
+        c = todo.pop()
+        count += len(c)
+        if count > most:        # a container inside itself also ends here
+            return False
+        for e in chain.from_iterable(c.items()) if type(c) is dict else c:
+            t = type(e)
+            if t in _CONTAINERS:
+                todo.append(e)
+            elif t is str or t is bytes:
+                chars += len(e)
+            elif t not in ATOMIC_SCALARS and t.__repr__ not in _C_REPRS:
+                user = True
+    return user and chars <= 4 * budget + 64
 
 
 def still_same(value, w):
@@ -505,7 +545,8 @@ def describe(value, budget):
 
     ATOM: proof is the value itself (an atomic value: identity proves the repr); WITNESS: a _Witness for
     `still_same`; DEFAULT: a _Default (object's, a class's or a function's fixed repr); OTHER: nothing short of a
-    new repr proves it.
+    new repr proves it (proof: the type, for an object with a user __repr__, whose text is then `user_repr`'s; None
+    for a container).
     """
     t = type(value)
     if t is list or t is dict or t is tuple:
@@ -520,6 +561,10 @@ def describe(value, budget):
             w.items, w.need, w.exact = items, need, exact
             return text, WITNESS, w
     if t in _CONTAINERS:
+        if _small_with_user_reprs(value, budget):
+            text = guarded_repr(value)[0]
+            if text is not None:    # else the walk puts a placeholder where an element's repr failed
+                return (text[:budget] + TRUNCATION_MARKER if len(text) > budget else text), OTHER, None
         walk = _Walk(budget, witness=True)
         try:
             walk.value(value)
@@ -539,4 +584,4 @@ def describe(value, budget):
     names = _repr_names(value, t)
     if names is not None:
         return text, DEFAULT, _Default(value, t, names)
-    return text, OTHER, None
+    return text, OTHER, t

@@ -8,8 +8,20 @@ import pytest
 from tracer import values
 
 
+class _Tag:
+    """An object with a user __repr__ (containers of these take describe's C-repr path, others the walk)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __repr__(self):
+        return f"Tag({self.n})"
+
+
 def _random_value(rng, depth=0):
-    choice = rng.randrange(10 if depth < 3 else 6)
+    choice = rng.randrange(11 if depth < 3 else 6)
+    if choice == 10:
+        return _Tag(rng.randrange(100))
     if choice == 0:
         return rng.randrange(-10 ** 6, 10 ** 6)
     if choice == 1:
