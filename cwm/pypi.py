@@ -15,6 +15,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+# The real code base the tracer's tests and benchmarks run: toolz, pure Python, its own test suite in the sdist.
+TOOLZ = ("toolz", "1.0.0", "2c86e3d9a04798ac556793bced838816296a2f085017664e4995cb40a1047a02")
+
 DEFAULT_CACHE = Path(os.environ.get("CWM_CACHE", Path.home() / ".cache" / "cwm-toolkit")) / "sdists"
 
 

@@ -6,7 +6,6 @@ import pytest
 
 from trace_cli_helpers import cli, records_by_group, unit_statuses, untraced_outcomes
 
-TOOLZ = ("toolz", "1.0.0", "2c86e3d9a04798ac556793bced838816296a2f085017664e4995cb40a1047a02")
 # 8 tests of its curried namespace (take, merge, sorted, reduce, ...; not the two that walk the whole namespace):
 # the full suite (180 tests) is too long for `make test`
 SELECT = ("toolz/tests/test_curried.py::test_[!c]*",)
@@ -14,7 +13,7 @@ SELECT = ("toolz/tests/test_curried.py::test_[!c]*",)
 
 @pytest.mark.network
 def test_toolz_test_suite_traced_with_unchanged_outcomes(tmp_path, target_python):
-    from cwm.pypi import RegistryUnreachable, fetch_sdist
+    from cwm.pypi import TOOLZ, RegistryUnreachable, fetch_sdist
 
     try:
         root = fetch_sdist(*TOOLZ)
