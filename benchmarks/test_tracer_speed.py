@@ -52,7 +52,7 @@ TARGET = 3.0
 # test_tracer_instructions.py shows how little: the replay ceiling there is below 3x on every library row); package
 # (toolz's own tests, added 2026-11-22 in a third session) worst 0.55x in its first full run: most of its values are
 # objects with a user __repr__ (curry, Signature, modules), which every recorder must run again on every line, in
-# scopes of two or three lines; equal to naive in instructions, the replay ceiling 1.61x there.
+# scopes of two or three lines; equal to naive in instructions, the replay ceiling 1.58x there.
 FLOOR = {"functions": 1.5, "contest": TARGET, "library": 0.7, "package": 0.45}
 ROUNDS = 5
 LIBRARY_MODULES = ("difflib", "textwrap", "fractions", "shlex")
