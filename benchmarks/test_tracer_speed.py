@@ -102,15 +102,23 @@ def _load(path, name):
     return module
 
 
-def _package_tests():
-    """(root, [test functions]) of toolz's own suite, or None (printing why) when the sdist cannot be had: the tests
-    that take no fixtures, pass, and trace the same twice (some hash ids or draw random numbers: their traces differ
-    from run to run whatever records them, so no recorder could be checked against another on them)."""
+def package_root():
+    """The source tree of toolz's sdist (cached after the first download), or None, printing why, when the package
+    registry cannot be reached."""
     from cwm.pypi import TOOLZ, RegistryUnreachable, fetch_sdist
     try:
-        root = str(fetch_sdist(*TOOLZ))
+        return str(fetch_sdist(*TOOLZ))
     except RegistryUnreachable as e:
         print(f"package workload left out: {e}")
+        return None
+
+
+def _package_tests():
+    """(root, [test functions]) of toolz's own suite, or None: the tests that take no fixtures, pass, and trace the
+    same twice (some hash ids or draw random numbers: their traces differ from run to run whatever records them, so
+    no recorder could be checked against another on them)."""
+    root = package_root()
+    if root is None:
         return None
     if root not in sys.path:
         sys.path.insert(0, root)

@@ -27,7 +27,7 @@ def plain_repr(value, budget):
         text, _ = values.guarded_repr(value)
     if text is None:
         return values.safe_repr(value, budget)[0]
-    return text[:budget] + values.TRUNCATION_MARKER if len(text) > budget else text
+    return values.cut_text(text, budget)
 
 
 class NaiveRecorder(Recorder):

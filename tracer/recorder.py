@@ -138,6 +138,24 @@ def _all_known_atoms(w):
     return w.flat and (w.exact or w.all_atoms)
 
 
+def _shape(info, layout):
+    """_layout_shape of `layout`, kept per code object."""
+    shape = info.layouts.get(layout)
+    if shape is None:
+        shape = info.layouts[layout] = _layout_shape(layout)
+    return shape
+
+
+def _shown_values(scope, locals_):
+    """The values of f_locals that the scope shows, in its layout's order (hidden names left out)."""
+    vals = tuple(locals_.values())
+    if scope.skip:
+        return vals[scope.skip:]
+    if scope.keep is not None:
+        return tuple(vals[i] for i in scope.keep)
+    return vals
+
+
 def _layout_shape(layout):
     """What a layout of f_locals (its names, in order) means, the same for every scope of a code object (kept in
     CodeInfo.layouts, shared, never changed): (how many leading names are hidden, the positions to keep when hidden
@@ -380,16 +398,12 @@ class Recorder:
             relaid = False
         else:       # untrusted, or the line bound a new name: look at everything
             layout = tuple(locals_)
-            vals = tuple(locals_.values())
             relaid = layout != scope.layout
             if relaid:
                 self._relayout(scope, layout)
                 old_ids = scope.ids
             checks, atoms_in = scope.watch, False
-            if scope.skip:
-                vals = vals[scope.skip:]
-            elif scope.keep is not None:
-                vals = tuple(vals[i] for i in scope.keep)
+            vals = _shown_values(scope, locals_)
             ids = tuple(map(id, vals))
         if ids == old_ids and not checks:
             # Every value still the same object (the proofs keep atoms alive), and none that is not atomic can have
@@ -569,18 +583,10 @@ class Recorder:
     def _first_snapshot(self, scope, locals_):
         """_snapshot of a scope that has none yet: its layout, every value described, the whole snapshot its own
         diff. Most scopes are short (a call, a line or two, a return), so this is made in one pass."""
-        layout = tuple(locals_)
-        shape = scope.info.layouts.get(layout)
-        if shape is None:
-            shape = scope.info.layouts[layout] = _layout_shape(layout)
-        scope.layout = layout
-        scope.skip, keep, names, scope.index, scope.unchanged, size = shape
-        scope.keep, scope.unchanged_size = keep, size
-        vals = tuple(locals_.values())
-        if scope.skip:
-            vals = vals[scope.skip:]
-        elif keep is not None:
-            vals = tuple(vals[i] for i in keep)
+        scope.layout = layout = tuple(locals_)
+        scope.skip, scope.keep, names, scope.index, scope.unchanged, size = _shape(scope.info, layout)
+        scope.unchanged_size = size
+        vals = _shown_values(scope, locals_)
         scope.names = names
         scope.ids = tuple(map(id, vals))
         budget = self.budget
@@ -707,24 +713,17 @@ class Recorder:
     def _relayout(scope, layout):
         """The set or order of local names changed: carry what is known over to the new positions."""
         scope.layout = layout
-        shape = scope.info.layouts.get(layout)
-        if shape is None:
-            shape = scope.info.layouts[layout] = _layout_shape(layout)
-        scope.skip, scope.keep, names, index, scope.unchanged, scope.unchanged_size = shape
+        scope.skip, scope.keep, names, index, scope.unchanged, scope.unchanged_size = _shape(scope.info, layout)
         old = scope.index
-        if not old:     # the scope's first snapshot
-            n = len(names)
-            kinds, proofs, texts, ids = [None] * n, [None] * n, [None] * n, (0,) * n
-        else:
-            kinds, proofs, texts, ids = [], [], [], []
-            for name in names:
-                i = old.get(name)
-                if i is None:
-                    kinds.append(None), proofs.append(None), texts.append(None), ids.append(0)
-                else:
-                    kinds.append(scope.kinds[i]), proofs.append(scope.proofs[i]), texts.append(scope.texts[i])
-                    ids.append(scope.ids[i])
-            ids = tuple(ids)
+        kinds, proofs, texts, ids = [], [], [], []
+        for name in names:
+            i = old.get(name)
+            if i is None:
+                kinds.append(None), proofs.append(None), texts.append(None), ids.append(0)
+            else:
+                kinds.append(scope.kinds[i]), proofs.append(scope.proofs[i]), texts.append(scope.texts[i])
+                ids.append(scope.ids[i])
+        ids = tuple(ids)
         scope.names, scope.index = names, index
         scope.kinds, scope.proofs, scope.texts, scope.ids = kinds, proofs, texts, ids
         scope.watch = [i for i, k in enumerate(kinds) if k != _ATOM]

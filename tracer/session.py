@@ -50,7 +50,7 @@ class Session:
             self._timer.daemon = True
             self._timer.start()
         # The recorder trusts a quiet line only while nothing else can run: count the tracer's own threads (any
-        # other, and it trusts none), and every garbage collection that may run code (finalizers, gc callbacks).
+        # other, and it trusts none), and every garbage collection (finalizers, gc callbacks: Recorder.gc_last).
         own = [t for t in threading.enumerate() if t.name.startswith("cwm-tracer")]
         rec.threads = len(own) if _thread_count() == len(own) else -1
         gc.callbacks.append(rec.gc_hook)

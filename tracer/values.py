@@ -90,13 +90,15 @@ def placeholder(value, why):
     return f"<{type(value).__name__} object ({why})>"
 
 
+def cut_text(text, budget):
+    """`text` cut to `budget` characters plus TRUNCATION_MARKER, when it is longer."""
+    return text[:budget] + TRUNCATION_MARKER if len(text) > budget else text
+
+
 def user_repr(value, budget):
     """safe_repr's text for an object of a type describe() found a user __repr__ on (kind OTHER, not a container),
     without its dispatch on the type: what the recorder runs again on every snapshot such an object is in."""
-    text, why = guarded_repr(value)
-    if text is None:
-        text = placeholder(value, why)
-    return text[:budget] + TRUNCATION_MARKER if len(text) > budget else text
+    return cut_text(_user_repr(value), budget)
 
 
 def _user_repr(value):
@@ -125,7 +127,6 @@ def guarded_repr(value):
         try:
             _in_repr = True
             text = repr(value)
-            _in_repr = False
         finally:
             # An alarm raising here (the repr had just ended) leaves this block before its first line has run at
             # most once: the next fire is REPR_RETRY_S away.
@@ -445,33 +446,30 @@ _PLAIN = ATOMIC_SCALARS | _CONTAINERS
 
 
 def _small_with_user_reprs(value, budget, most=64):
-    """True when the builtin container `value` holds an object with a user __repr__ (looked for among its own
-    elements), and at most `most` elements (nested ones counted) and strs of about `budget` characters in all. The walk's text would then prove nothing (OTHER),
-    and one guarded C repr of it all costs about what the walk's `budget` characters would, without the walk's
-    per-element guards and recursion marks: the text is the same (the naive recorder prints every container so)."""
+    """True when the builtin container `value` holds an object with a user __repr__ among its own elements, and has
+    at most `most` elements (nested ones counted) and strs of about `budget` characters in all. The walk's text
+    would then prove nothing (OTHER), and one guarded C repr of it all costs about what the walk's `budget`
+    characters would, without the walk's per-element guards and recursion marks: the text is the same (the naive
+    recorder prints every container so)."""
     if len(value) > most:
         return False
-    t = type(value)
-    types = set(map(type, value.values())).union(map(type, value)) if t is dict else set(map(type, value))
+    types = set(map(type, value.values())).union(map(type, value)) if type(value) is dict else set(map(type, value))
     if all(t in _PLAIN or t.__repr__ in _C_REPRS for t in types):    # none at the top: the walk (a witness, perhaps)
         return False
     todo = [value]
     count = chars = 0
-    user = False
     while todo:
-        c = todo.pop()
-        count += len(c)
+        container = todo.pop()
+        count += len(container)
         if count > most:        # a container inside itself also ends here
             return False
-        for e in chain.from_iterable(c.items()) if type(c) is dict else c:
+        for e in chain.from_iterable(container.items()) if type(container) is dict else container:
             t = type(e)
             if t in _CONTAINERS:
                 todo.append(e)
             elif t is str or t is bytes:
                 chars += len(e)
-            elif t not in ATOMIC_SCALARS and t.__repr__ not in _C_REPRS:
-                user = True
-    return user and chars <= 4 * budget + 64
+    return chars <= 4 * budget + 64
 
 
 def still_same(value, w):
@@ -553,8 +551,7 @@ def describe(value, budget):
         flat = _flat_repr(value, t, budget)
         if flat is not None:     # the common case, without the walk: what `_Walk.container` makes of it
             text, items, need, exact = flat
-            if len(text) > budget:
-                text = text[:budget] + TRUNCATION_MARKER
+            text = cut_text(text, budget)
             if t is tuple and is_atomic(value):
                 return text, ATOM, value
             w = _Witness(t)
@@ -564,15 +561,13 @@ def describe(value, budget):
         if _small_with_user_reprs(value, budget):
             text = guarded_repr(value)[0]
             if text is not None:    # else the walk puts a placeholder where an element's repr failed
-                return (text[:budget] + TRUNCATION_MARKER if len(text) > budget else text), OTHER, None
+                return cut_text(text, budget), OTHER, None
         walk = _Walk(budget, witness=True)
         try:
             walk.value(value)
         except RecursionError:
             return placeholder(value, "repr raised RecursionError"), OTHER, None
-        text = "".join(walk.parts)
-        if len(text) > budget:
-            text = text[:budget] + TRUNCATION_MARKER
+        text = cut_text("".join(walk.parts), budget)
         if (t is tuple or t is frozenset) and is_atomic(value):
             return text, ATOM, value
         if walk.ok:
