@@ -1,4 +1,4 @@
-"""`python -m tracer run JOB.json`: see tracer/runner.py."""
+"""`python -m tracer run JOB.json` or `python -m tracer serve JOB.json`: see tracer/runner.py."""
 import sys
 
 from .runner import main

@@ -1,13 +1,18 @@
-"""The child side of `cwm-trace`: `python -m tracer run JOB.json` (protocol in TEAM.md, fields below).
+"""The child side of `cwm-trace`, in the target interpreter: run units and write their traces.
 
-Runs one unit in this (the target) interpreter and writes one JSON trace record per line to `job["out"]`, each
-flushed the moment its trace ends, then `{"event": "end", "status": ...}`:
-- mode "pytest": runs exactly `nodeid` with `pytest.main` in this process; a small plugin traces the test function
-  call. Status passed | failed | skipped | error (error: setup/teardown/collection failed, or nothing ran).
+- `python -m tracer run JOB.json`: one unit, in this process.
+- `python -m tracer serve JOB.json`: many units, one after another, each in a fork of a process that imported (and,
+  in pytest mode, collected) once; units come on stdin (tracer/server.py).
+
+A unit writes one JSON trace record per line to `job["out"]`, each flushed the moment its trace ends, then
+`{"event": "end", "status": ...}`:
+- mode "pytest": runs the test `nodeid`, collected by pytest in this process, through pytest's own protocol; a small
+  plugin traces the test function's call (tracer/pytest_plugin.py). Status passed | failed | skipped | error (error:
+  setup or teardown failed, or the test was not collected).
 - mode "function": executes `code` as the module `<input>` (so its frames are in scope and show that path), then
   traces `entry(<input>)`. Status returned | raised, or error when the code or the arguments do not even run.
-After `soft_timeout_s` the open traces are written with outcome "timeout", the status is "timeout" and the child
-exits at once. The exit code is 0 whenever the tracer itself worked, whatever the traced code did.
+After `soft_timeout_s` the open traces are written with outcome "timeout", the status is "timeout" and the unit's
+process exits at once. The exit code is 0 whenever the tracer itself worked, whatever the traced code did.
 """
 import json
 import linecache
@@ -123,86 +128,74 @@ def run_function(job, out, watchdog):
     return status, {}
 
 
-def run_pytest(job, out, watchdog):
-    import pytest
-
-    root = os.path.realpath(job["root"])
+def run_pytest(job, out, watchdog, tests):
+    """Run the collected test `job["nodeid"]` (tests: pytest_plugin.TracedTests), its call traced."""
     nodeid = job["nodeid"]
-    path, sep, name = nodeid.partition("::")
-    config = config_from_job(job)
-    reports = []
-
-    class TracePlugin:
-        @pytest.hookimpl(hookwrapper=True)
-        def pytest_runtest_call(self, item):
-            try:
-                code = code_of(item.obj)
-            except (AttributeError, TypeError):
-                yield   # not a Python function (a doctest, a YAML item): run it untraced
-                return
-            origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None}
-            session = Session(config, out.record, entry_code=code, entry_origin=origin)
-            info = session.backend.info(code)
-            if not info:
-                yield   # the test itself is outside the traced scope (--include/--exclude): nothing to trace
-                return
-            source = "".join(linecache.getlines(code.co_filename))
-            session.recorder.entry_context = (source, info.def_line - 1)
-            watchdog.recorder = session.recorder
-            session.start(on_timeout=lambda: _timed_out(out))
-            try:
-                yield
-            finally:
-                session.stop()
-
-        def pytest_runtest_logreport(self, report):
-            reports.append((report.when, report.outcome))
-
-        def pytest_collectreport(self, report):
-            if report.failed:
-                reports.append(("collect", "failed"))
-
-    target = os.path.join(root, path) + (sep + name if sep else "")
-    args = [target, "-q", "-p", "no:cacheprovider", "--rootdir", root]
-    pytest.main(args, plugins=[TracePlugin()])
-    return _test_status(reports), {}
+    item = tests.items.get(nodeid)
+    if item is None:
+        print(f"tracer: {nodeid} was not collected", file=sys.stderr, flush=True)
+        return "error", {"error": "not collected"}
+    path, _, name = nodeid.partition("::")
+    origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None}
+    return tests.run(item, config_from_job(job), origin, out, watchdog, lambda: _timed_out(out)), {}
 
 
-def _test_status(reports):
-    if not reports or any(when != "call" and outcome == "failed" for when, outcome in reports):
-        return "error"
-    if any(outcome == "failed" for _, outcome in reports):
-        return "failed"
-    if any(outcome == "skipped" for _, outcome in reports):
-        return "skipped"
-    return "passed"
+def run_unit(job, tests=None):
+    """Run one unit in this process and write its records and end line to `job["out"]`."""
+    out = _Output(job["out"])
+    watchdog = _Watchdog(out, job.get("soft_timeout_s"))
+    watchdog.start()
+    if job["mode"] == "pytest":
+        status, extra = run_pytest(job, out, watchdog, tests)
+    else:
+        status, extra = run_function(job, out, watchdog)
+    watchdog.done.set()
+    out.end(status, **extra)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "run":
-        print("usage: python -m tracer run JOB.json", file=sys.stderr)
-        return 2
+def read_job(path, command):
+    """The job file's fields, checked; ValueError names what is wrong."""
     try:
-        with open(argv[1], encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             job = json.load(f)
-        mode, out_path = job["mode"], job["out"]
+        mode = job["mode"]
         if mode not in ("pytest", "function"):
             raise ValueError(f"mode must be 'pytest' or 'function', not {mode!r}")
         if not os.path.isdir(job["root"]):
             raise ValueError(f"root {job['root']!r} is not a directory")
-        if mode == "pytest" and not job.get("nodeid"):
-            raise ValueError("pytest mode needs a 'nodeid'")
-        if mode == "function" and not isinstance(job.get("code"), str):
-            raise ValueError("function mode needs 'code' (a string)")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-        print(f"tracer: bad job file {argv[1]}: {what}", file=sys.stderr)
+        if command == "run":
+            if "out" not in job:
+                raise ValueError("missing field 'out'")
+            if mode == "pytest" and not job.get("nodeid"):
+                raise ValueError("pytest mode needs a 'nodeid'")
+            if mode == "function" and not isinstance(job.get("code"), str):
+                raise ValueError("function mode needs 'code' (a string)")
+    except KeyError as e:
+        raise ValueError(f"missing field {e}") from None
+    except (OSError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    return job
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] not in ("run", "serve"):
+        print("usage: python -m tracer run JOB.json | python -m tracer serve JOB.json", file=sys.stderr)
         return 2
-    out = _Output(out_path)
-    watchdog = _Watchdog(out, job.get("soft_timeout_s"))
-    watchdog.start()
-    status, extra = (run_pytest if mode == "pytest" else run_function)(job, out, watchdog)
-    watchdog.done.set()
-    out.end(status, **extra)
+    command, path = argv
+    try:
+        job = read_job(path, command)
+    except ValueError as e:
+        print(f"tracer: bad job file {path}: {e}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        from .server import serve
+        serve(job)
+    elif job["mode"] == "pytest":
+        from .pytest_plugin import collect_then
+        path, sep, name = job["nodeid"].partition("::")
+        root = os.path.realpath(job["root"])
+        collect_then(root, [os.path.join(root, path) + sep + name], lambda tests: run_unit(job, tests))
+    else:
+        run_unit(job)
     return 0

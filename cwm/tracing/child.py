@@ -1,27 +1,35 @@
-"""Run one unit as a jailed child of the target interpreter: `python -m tracer run JOB.json` (TEAM protocol).
+"""Run units in jailed children of the target interpreter (tracer/runner.py, tracer/server.py).
 
-The child writes one finished trace per line to `out`, then `{"event": "end", "status": ...}`. A child that dies
-before "end" (hard timeout, segfault, os._exit, out of memory) keeps the traces it flushed; the parent adds one
-record for the entry with outcome "timeout" or "crashed" (unless the entry's own trace was flushed before the
-death: then that trace stands and only the unit's status says what happened), so no unit vanishes without a record.
+A `UnitServer` is one jailed `python -m tracer serve`: it imports, and collects the project's tests, once, then runs
+each unit in a fork of itself. A unit writes one finished trace per line to its `out` file, then
+`{"event": "end", "status": ...}`. A unit that dies before "end" (hard timeout, segfault, os._exit, out of memory)
+keeps the traces it flushed; the parent adds one record for the entry with outcome "timeout" or "crashed" (unless
+the entry's own trace was flushed before the death: then that trace stands and only the unit's status says what
+happened), so no unit vanishes without a record.
 """
 from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import shutil
 import signal
+import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tracer.format
-from cwm.jail import Limits, run_jailed
+from cwm.jail import Jail, Limits
 
 from .target import TargetPython, child_env
 from .units import Unit
 
 SCHEMA = "cwm.trace/1"
+REPLY_GRACE_S = 30.0   # past a unit's hard timeout, how long a server that has not answered gets
 
 
 @dataclass(frozen=True)
@@ -77,29 +85,117 @@ def stage_tracer(dest: Path) -> Path:
     return dest
 
 
-def run_unit(unit: Unit, *, target: TargetPython, tracer_path: Path, root: Path | None, options: TraceOptions,
-             origin: dict, scratch: Path | None = None) -> UnitResult:
-    """Trace one unit in a fresh jail with its own temporary HOME and working directory (under `scratch`)."""
-    with tempfile.TemporaryDirectory(prefix="unit-", dir=scratch) as tmp:
-        tmp = Path(tmp)
+class UnitServer:
+    """A jailed `python -m tracer serve` (tracer/server.py) of the target interpreter: started, and in pytest mode
+    done collecting the tests in `paths`, once; each unit then runs in a fork of it, with its own temporary HOME and
+    working directory. Units run one at a time. A server that died or stopped answering is closed (`alive` False)
+    and its unit recorded as crashed or timed out, as a child that died would be."""
+
+    def __init__(self, *, mode: str, target: TargetPython, tracer_path: Path, root: Path | None,
+                 options: TraceOptions, scratch: Path, paths: tuple[str, ...] = ()):
+        self.target, self.root, self.options = target, root, options
+        self.dir = Path(tempfile.mkdtemp(prefix="server-", dir=scratch))
+        self.limits = options.limits(writable=self.dir)
+        home = self.dir / "home"
+        home.mkdir()
+        job = self.dir / "serve.json"
+        job.write_text(json.dumps({"mode": mode, "root": str(root or self.dir), "paths": list(paths)}))
+        # The server's output (pytest's, the project's): appended to, so a unit's part is what came after its start.
+        self.log_path = self.dir.with_suffix(".log")
+        self.jail = Jail(self.limits)
+        with open(self.log_path, "ab") as log:
+            self.proc = self.jail.popen([target.executable, "-m", "tracer", "serve", str(job)], cwd=self.dir,
+                                        env=child_env(target, home=str(home), pythonpath=_pythonpath(tracer_path, root)),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        self.pending = b""
+        self.alive = True
+
+    def run(self, unit: Unit, origin: dict) -> UnitResult:
+        start = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="unit-", dir=self.dir))
         work, home, out = tmp / "work", tmp / "home", tmp / "records.jsonl"
         work.mkdir()
         home.mkdir()
-        job = {**options.job(origin), **unit.job, "root": str(root or work), "out": str(out)}
-        (tmp / "job.json").write_text(json.dumps(job))
-        result = run_jailed([target.executable, "-m", "tracer", "run", str(tmp / "job.json")], cwd=work,
-                            limits=options.limits(writable=tmp),
-                            env=child_env(target, home=str(home), pythonpath=_pythonpath(tracer_path, root)))
+        job = {**self.options.job(origin), **unit.job, "root": str(self.root or work), "out": str(out),
+               "work": str(work), "home": str(home), "hard_timeout_s": self.limits.timeout_s}
+        said_from = self.log_path.stat().st_size
+        reply = self._ask(job, timeout=self.limits.timeout_s + REPLY_GRACE_S)
+        said = _tail_from(self.log_path, said_from)
         records, status = read_child_output(out)
-    detail = ""
-    if status is None:
-        status = "timeout" if result.timed_out else "crashed"
-        detail = _death_reason(result.returncode, result.stderr)
-        if not any((r.get("origin") or {}).get("kind") == unit.origin["kind"] for r in records):
-            records.append(dead_child_record(unit, target, origin, status, result.wall_s))
-    elif status == "error":   # the test did not even run (collection, setup): pytest printed why
-        detail = _last_words(result.stdout + "\n" + result.stderr)
-    return UnitResult(unit, records, status, result.wall_s, result.isolation, detail)
+        shutil.rmtree(tmp, ignore_errors=True)
+        wall_s = time.monotonic() - start
+        if reply is None:    # the server itself died, or hung
+            timed_out = wall_s >= self.limits.timeout_s
+            self.close()
+            reply = {"exit": self.proc.returncode, "timed_out": timed_out}
+            said = f"{said}\nthe tracer's server process died (exit code {self.proc.returncode})"
+        detail = ""
+        if status is None:
+            status = "timeout" if reply["timed_out"] else "crashed"
+            detail = _death_reason(reply["exit"], said)
+            if not any((r.get("origin") or {}).get("kind") == unit.origin["kind"] for r in records):
+                records.append(dead_child_record(unit, self.target, origin, status, wall_s))
+        elif status == "error":   # the test did not even run (setup, not collected): pytest printed why
+            detail = _last_words(said)
+        return UnitResult(unit, records, status, wall_s, self.jail.isolation, detail)
+
+    def _ask(self, job: dict, timeout: float) -> dict | None:
+        """Send one unit, wait for its reply; None when the server is gone or silent past `timeout`."""
+        try:
+            self.proc.stdin.write((json.dumps(job) + "\n").encode())
+        except OSError:   # the pipe broke: the server is dead
+            return None
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return json.loads(line)
+
+    def close(self) -> None:
+        """Kill the server and everything in its jail; remove its files."""
+        if self.alive:
+            self.alive = False
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                pipe.close()
+            self.jail.close()
+            self.proc.wait()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.log_path.unlink(missing_ok=True)
+
+
+class ServerPool:
+    """Unit servers shared by worker threads: a unit takes an idle one (or starts one) and gives it back; so there
+    are never more servers than units running at once."""
+
+    def __init__(self, **server_args):
+        self.server_args = server_args
+        self.idle: queue.SimpleQueue[UnitServer] = queue.SimpleQueue()
+        self.servers: list[UnitServer] = []
+        self.lock = threading.Lock()
+
+    def run(self, unit: Unit, origin: dict) -> UnitResult:
+        try:
+            server = self.idle.get_nowait()
+        except queue.Empty:
+            server = UnitServer(**self.server_args)
+            with self.lock:
+                self.servers.append(server)
+        result = server.run(unit, origin)
+        if server.alive:
+            self.idle.put(server)
+        return result
+
+    def close(self) -> None:
+        with self.lock:
+            for server in self.servers:
+                server.close()
 
 
 def _pythonpath(tracer_path: Path, root: Path | None) -> str:
@@ -136,6 +232,14 @@ def dead_child_record(unit: Unit, target: TargetPython, origin: dict, outcome: s
     return {"id": "", "schema": SCHEMA, "origin": {**origin, **unit.origin}, "python": target.version,
             "backend": target.backend, "context": "", "frames": [], "outcome": outcome,
             "stats": {"frames": 0, "wall_s": round(wall_s, 3), "truncated_values": 0}}
+
+
+def _tail_from(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    """What was appended to `path` after `offset`: its last `limit` bytes at most."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(offset, size - limit))
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _death_reason(returncode: int, stderr: str) -> str:

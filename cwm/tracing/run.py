@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cwm.data.shards import ShardWriter, record_key
 
-from .child import TraceOptions, UnitResult, run_unit, stage_tracer
+from .child import ServerPool, TraceOptions, UnitResult, stage_tracer
 from .target import TargetPython
 from .units import Unit
 
@@ -77,9 +77,20 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
     stats = RunStats(units=len(units))
     start = time.monotonic()
     with ShardWriter(out_dir, prefix, max_samples=shard_samples) as writer, \
-            open(out_dir / RUN_LOG, "a", encoding="utf-8") as log, scratch_dir() as scratch:
+            open(out_dir / RUN_LOG, "a", encoding="utf-8") as log, scratch_dir() as scratch, \
+            contextlib.ExitStack() as stack:
         tracer_path = stage_tracer(scratch)
         todo = [u for u in units if u.group not in writer.done_groups]
+        # Tests (a project root) or functions. Each server collects the test files of the units left to run, once.
+        mode = "function" if root is None else "pytest"
+        paths = tuple(dict.fromkeys(u.job["nodeid"].split("::", 1)[0] for u in todo)) if mode == "pytest" else ()
+        servers = ServerPool(mode=mode, target=target, tracer_path=tracer_path, root=root, options=options,
+                             scratch=scratch, paths=paths)
+        stack.callback(servers.close)
+        if todo:
+            # The shard writer's library imports torch (seconds): paid now, not by the first shard while finished
+            # units pile up behind it.
+            import webdataset  # noqa: F401
         stats.units_resumed = len(units) - len(todo)
         if stats.units_resumed:
             earlier = logged_statuses(out_dir / RUN_LOG)
@@ -103,8 +114,7 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
                 stats.add(result)
                 progress.update(task, advance=1, info=f"{stats.traces} traces, {stats.frames} frames")
 
-            futures = [pool.submit(run_unit, u, target=target, tracer_path=tracer_path, root=root,
-                                   options=options, origin=origin, scratch=scratch) for u in todo]
+            futures = [pool.submit(servers.run, u, origin) for u in todo]
             pending = set(futures)
             try:
                 for future in as_completed(futures):

@@ -76,7 +76,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_samples(traced_shop, target
             manifest = out / "manifest.json"
             if manifest.exists() and json.loads(manifest.read_text())["shards"]:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
