@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -52,9 +54,10 @@ class ShardWriter:
         self._next_index = self._first_free_index()
         self._tmp_path: Path | None = None
         self._file = None
-        self._tar = None  # a webdataset.TarWriter while a shard is open
+        self._tar = None  # a tarfile.TarFile while a shard is open
         self._samples = 0
         self._groups: list[str] = []
+        self.bytes_written = 0     # JSON bytes of the records this writer wrote
 
     # -- recovery ---------------------------------------------------------------------------------------------
     def _recover(self) -> dict:
@@ -98,27 +101,30 @@ class ShardWriter:
             self._finish_shard()
         if self._tar is None and (encoded or group is not None):
             self._start_shard()
+        now = time.time()
         for key, blob in encoded:
-            self._tar.write({"__key__": key, "json": blob})
+            # What webdataset's TarWriter writes, without importing it (it imports torch: seconds per run).
+            info = tarfile.TarInfo(f"{key}.json")
+            info.size, info.mtime, info.mode = len(blob), now, 0o444
+            self._tar.addfile(info, io.BytesIO(blob))
             self.done_keys.add(key)
         self._samples += len(encoded)
         if group is not None:
             self._groups.append(group)
+        self.bytes_written += sum(len(blob) for _, blob in encoded)
         return len(encoded)
 
     def _start_shard(self) -> None:
         name = f"{self.prefix}-{self._next_index:06d}.tar"
         self._next_index += 1
         self._tmp_path = self.out_dir / (name + ".tmp")
-        import webdataset as wds  # imports torch: paid only by runs that write
-
         self._file = open(self._tmp_path, "wb")
-        self._tar = wds.TarWriter(self._file)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self._samples = 0
         self._groups = []
 
     def _finish_shard(self) -> None:
-        self._tar.close()  # ends the tar stream; the file object stays ours
+        self._tar.close()  # ends the tar stream; the file object stays ours (tarfile closes only files it opened)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

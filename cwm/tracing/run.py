@@ -48,7 +48,6 @@ class RunStats:
         self.units_run += 1
         self.traces += len(records)
         self.frames += sum(len(r.get("frames") or ()) for r in records)
-        self.bytes += sum(len(json.dumps(r, ensure_ascii=False).encode()) for r in records)
         self.outcomes.update(str(r.get("outcome")) for r in records)
         self.statuses[result.status] += 1
         self.isolation = self.isolation or result.isolation
@@ -87,10 +86,6 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
         servers = ServerPool(mode=mode, target=target, tracer_path=tracer_path, root=root, options=options,
                              scratch=scratch, paths=paths)
         stack.callback(servers.close)
-        if todo:
-            # The shard writer's library imports torch (seconds): paid now, not by the first shard while finished
-            # units pile up behind it.
-            import webdataset  # noqa: F401
         stats.units_resumed = len(units) - len(todo)
         if stats.units_resumed:
             earlier = logged_statuses(out_dir / RUN_LOG)
@@ -132,6 +127,7 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
                     future.cancel()
                 raise
         stats.wall_s = time.monotonic() - start
+        stats.bytes = writer.bytes_written
     return stats
 
 
