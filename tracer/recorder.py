@@ -81,6 +81,7 @@ class TraceConfig:
     max_frames: int = 10_000
     max_bytes: int = 1_000_000
     value_budget: int = 200             # characters per repr, then TRUNCATION_MARKER
+    content_ids: bool = True            # each record's id a hash of its content (cwm-trace keys records itself)
     max_episodes: int = 1000            # function episodes cut from one unit; past it calls are counted, not traced
     soft_timeout_s: float = None        # stop, record "timeout"
     backend: str = "auto"               # "monitoring" | "settrace" | "auto"
@@ -186,10 +187,11 @@ class _Episode:
     __slots__ = ("kind", "frames", "canonical", "places", "last", "nbytes", "cut", "outcome", "closed", "context",
                  "origin", "t0", "budget")
 
-    def __init__(self, kind, context, origin):
+    def __init__(self, kind, context, origin, content_id):
         self.kind = kind
         self.frames = []
-        self.canonical = []     # each frame as record_id hashes it: (kind, depth, place index, locals, value)
+        # each frame as record_id hashes it: (kind, depth, place index, locals, value); None: the id is not wanted
+        self.canonical = [] if content_id else None
         self.places = {}        # (path, line, source) -> its index, in order of first use
         self.last = {}          # scope -> its last snapshot shown in this episode
         self.nbytes = len(context) + _RECORD_JSON
@@ -745,7 +747,7 @@ class Recorder:
             origin = {"kind": "function", "path": info.path, "qualname": info.qualname, "input": None}
             context = info.context(START_MARKER)
         origin = {"repo": self.config.origin.get("repo"), "commit": self.config.origin.get("commit"), **origin}
-        ep = _Episode(kind, context, origin)
+        ep = _Episode(kind, context, origin, self.config.content_ids)
         self.open.append(ep)
         return ep
 
@@ -796,11 +798,12 @@ class Recorder:
             ep.cut += cut
             frames.append({"kind": kind, "depth": d, "path": path, "line": line, "source": source,
                            "locals": loc, "value": value})
-            places = ep.places          # the frame as record_id hashes it, made here at a fraction of the cost
-            k = places.get(place)
-            if k is None:
-                k = places[place] = len(places)
-            ep.canonical.append((kind, d, k, loc, value))
+            if ep.canonical is not None:    # the frame as record_id hashes it, made here at a fraction of the cost
+                places = ep.places
+                k = places.get(place)
+                if k is None:
+                    k = places[place] = len(places)
+                ep.canonical.append((kind, d, k, loc, value))
             if kind == "call" and d == 0 and ep.kind == "function":
                 ep.origin["input"] = ", ".join(f"{n}={t}" for n, t in cur.items())
 
@@ -819,7 +822,7 @@ class Recorder:
             stats["episodes_skipped"] = self.episodes_skipped   # calls past max_episodes (say so, never drop silently)
         record = {"schema": SCHEMA, "origin": ep.origin, "python": self.python, "backend": self.backend_name,
                   "context": ep.context, "frames": frames, "outcome": outcome, "stats": stats}
-        record = {"id": _record_id(record, ep.canonical, ep.places), **record}
+        record = {"id": _record_id(record, ep.canonical, ep.places) if ep.canonical is not None else "", **record}
         ep.frames = ep.last = ep.canonical = ep.places = None
         if ep.kind == "entry":
             self.entry_record = record

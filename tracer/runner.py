@@ -56,7 +56,7 @@ def config_from_job(job, **overrides):
                   depth=int(job.get("depth", 2)), function_episodes=bool(job.get("function_episodes", False)),
                   max_frames=int(job.get("max_frames", 10_000)), max_bytes=int(job.get("max_bytes", 1_000_000)),
                   value_budget=int(job.get("value_budget", 200)), max_episodes=int(job.get("max_episodes", 1000)),
-                  soft_timeout_s=job.get("soft_timeout_s"),
+                  soft_timeout_s=job.get("soft_timeout_s"), content_ids=bool(job.get("content_ids", True)),
                   backend=job.get("backend", "auto"), origin=dict(job.get("origin") or {}))
     fields.update(overrides)
     return TraceConfig(**fields)

@@ -58,6 +58,8 @@ class TraceOptions:
                 "function_episodes": self.function_episodes, "max_frames": self.max_frames,
                 "max_episodes": self.max_episodes, "max_bytes": self.max_bytes, "value_budget": self.value_budget,
                 "soft_timeout_s": self.timeout_s,
+                # The parent keys each record by its unit and position (run.sample_key): no content hash wanted.
+                "content_ids": False,
                 "origin": origin}
 
 
