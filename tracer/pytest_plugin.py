@@ -13,6 +13,8 @@ from .session import Session, code_of
 
 
 class TracedTests:
+    """The plugin: after collection, `serve(self)` runs the tests it wants through `run`, one at a time."""
+
     def __init__(self, serve):
         self.serve = serve
         self.served = False
