@@ -24,23 +24,22 @@ def test_ids_survive_a_json_round_trip(corpus, here, backend):
         assert record["id"] == record_id(record) == record_id(json.loads(json.dumps(record)))
 
 
-def test_without_content_ids_the_records_are_the_same(corpus, here, backend):
+def test_without_content_ids_the_records_are_the_same(corpus, here, backend, compare):
     """cwm-trace keys records itself and asks for no content hash: nothing else in a record may depend on that.
     (Each program is traced with ids, without, and with again; one whose two traces with ids differ - it changes
-    state a second run sees - is not a comparison.)"""
+    state a second run sees - is not a comparison. Records are compared with memory addresses masked: a value such
+    as `<generator object at 0x...>` may sit at one address in two of the runs and at another in the third.)"""
     def traced(fn, content_ids):
         config = TraceConfig(root=str(here), backend=backend, depth=3, function_episodes=True, content_ids=content_ids)
-        records = trace_call(fn, config=config)
-        for record in records:
-            del record["stats"]["wall_s"]
-        return records
+        return trace_call(fn, config=config)
 
     compared = 0
     for fn in corpus.PROGRAMS.values():
         hashed, plain, again = traced(fn, True), traced(fn, False), traced(fn, True)
         assert all(r["id"] == "" for r in plain)
-        if hashed == again:
-            assert [{**r, "id": record_id(r)} for r in plain] == hashed
+        if compare(hashed) == compare(again):
+            assert [record_id(r) for r in plain] == [r["id"] for r in hashed]
+            assert compare([{**r, "id": record_id(r)} for r in plain]) == compare(hashed)
             compared += len(plain)
     assert compared > 20
 
