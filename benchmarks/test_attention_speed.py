@@ -1,4 +1,4 @@
-"""Packed-attention speed on a GPU: forward and backward time and TFLOP/s of `kernels.packed_attention` against
+"""Packed-attention speed on a GPU: forward and backward time and TFLOP/s of `cwm_kernels.packed_attention` against
 FlexAttention (compiled, block mask; mask-building time reported separately), SDPA per document, and
 flash-attn's varlen function where importable, all in the same run on the same inputs.
 
@@ -71,8 +71,8 @@ def flex_implementation(lengths, window, cu):
 
 def implementations(lengths, window, cu):
     """name -> (fn(q, k, v) -> out, note). Missing baselines appear with the reason instead of a function."""
-    from kernels import packed_attention
-    from kernels.sdpa import packed_attention_sdpa
+    from cwm_kernels import packed_attention
+    from cwm_kernels.sdpa import packed_attention_sdpa
 
     max_len = max(lengths)
     impls = {

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from kernels import packed_attention
+from cwm_kernels import packed_attention
 
 NAME = "cwm_packed"
-# "auto": Triton on CUDA, per-document SDPA on CPU; "triton"/"torch" force one (see kernels.packed_attention).
+# "auto": Triton on CUDA, per-document SDPA on CPU; "triton"/"torch" force one (see cwm_kernels.packed_attention).
 BACKEND = "auto"
 
 

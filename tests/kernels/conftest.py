@@ -19,7 +19,7 @@ def device() -> str:
 @pytest.fixture
 def triton_on_cpu():
     """Skip (with the reason) when the kernels were already defined in compiled mode and there is no GPU."""
-    from kernels.attention_fwd import INTERPRETED
+    from cwm_kernels.attention_fwd import INTERPRETED
 
     if not torch.cuda.is_available() and not INTERPRETED:
         pytest.skip("kernels were imported before TRITON_INTERPRET=1 was set and there is no CUDA: run tests/kernels on its own")

@@ -37,7 +37,7 @@ def per_document_logits(eager, docs):
 ])
 def test_packed_row_logits_equal_per_document_logits(models_and_docs, monkeypatch, backend, boundaries):
     if backend == "triton":
-        from kernels.attention_fwd import INTERPRETED
+        from cwm_kernels.attention_fwd import INTERPRETED
 
         if not INTERPRETED and not torch.cuda.is_available():
             pytest.skip("no CUDA and kernels not in interpreter mode: run tests/kernels on its own")

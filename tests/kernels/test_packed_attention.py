@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from kernels import packed_attention
-from kernels.reference import document_mask, packed_attention_reference
+from cwm_kernels import packed_attention
+from cwm_kernels.reference import document_mask, packed_attention_reference
 
 pytestmark = pytest.mark.usefixtures("triton_on_cpu")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,8 +38,8 @@ def rel_err(got, ref):
 
 def run_kernels(q, k, v, do, cu, window, deterministic):
     """Forward and backward launchers on NaN-poisoned output buffers."""
-    from kernels.attention_bwd import attention_backward
-    from kernels.attention_fwd import attention_forward
+    from cwm_kernels.attention_bwd import attention_backward
+    from cwm_kernels.attention_fwd import attention_forward
 
     scale = q.shape[-1] ** -0.5
     max_len = int((cu[1:] - cu[:-1]).max())
@@ -146,7 +146,7 @@ def visible_key_tiles(cu, window, block_m, block_n):
 
 @pytest.mark.parametrize("window", [None, 1, 7, 16, 50])
 def test_forward_visits_only_tiles_with_unmasked_pairs(window):
-    from kernels.attention_fwd import _fwd_kernel, attention_forward
+    from cwm_kernels.attention_fwd import _fwd_kernel, attention_forward
 
     lens = [1, 70, 17, 5]
     q, k, v, _, cu = make_case(lens, 2, 1, 16, seed=11)

@@ -4,8 +4,8 @@ backward. Skipped with the reason where there is no CUDA (the interpreter tests 
 import pytest
 import torch
 
-from kernels import packed_attention
-from kernels.reference import packed_attention_reference
+from cwm_kernels import packed_attention
+from cwm_kernels.reference import packed_attention_reference
 
 pytestmark = [
     pytest.mark.gpu,

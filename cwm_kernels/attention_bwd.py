@@ -14,9 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_fwd import (INTERPRETED, LOG2E, _configs, _dot, _query_tile, _rows, _split_tiles, _visible,
+from cwm_kernels.attention_fwd import (INTERPRETED, LOG2E, _configs, _dot, _query_tile, _rows, _split_tiles, _visible,
                                    needs_i64)
-from kernels.schedule import owned_block, tile_schedule
+from cwm_kernels.schedule import owned_block, tile_schedule
 
 
 @triton.jit

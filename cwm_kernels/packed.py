@@ -1,6 +1,6 @@
 """`packed_attention`: causal attention inside each document of a packed row, optional sliding window, GQA.
 
-Dispatch: the Triton kernels on CUDA tensors, per-document SDPA (`kernels/sdpa.py`) on CPU. The Triton
+Dispatch: the Triton kernels on CUDA tensors, per-document SDPA (`cwm_kernels/sdpa.py`) on CPU. The Triton
 interpreter (TRITON_INTERPRET=1, CPU) is used only when asked for with backend="triton": it is a test vehicle,
 tens of milliseconds per program instance, never a silent default.
 """
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from kernels.sdpa import packed_attention_sdpa
+from cwm_kernels.sdpa import packed_attention_sdpa
 
 
 def check_inputs(q, k, v, cu_seqlens, max_seqlen, window) -> None:
@@ -48,7 +48,7 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, cu_seqlens, max_seqlen, window, scale, deterministic):
-        from kernels.attention_fwd import attention_forward
+        from cwm_kernels.attention_fwd import attention_forward
 
         q, k, v = (x.contiguous() for x in (q, k, v))
         out, lse, _ = attention_forward(q, k, v, cu_seqlens, max_seqlen, window, scale)
@@ -58,7 +58,7 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do):
-        from kernels.attention_bwd import attention_backward
+        from cwm_kernels.attention_bwd import attention_backward
 
         q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
         dq, dk, dv = attention_backward(q, k, v, out, lse, do, cu_seqlens, ctx.max_seqlen, ctx.window, ctx.scale,

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.schedule import interpreting, owned_block, tile_schedule
+from cwm_kernels.schedule import interpreting, owned_block, tile_schedule
 
 LOG2E = 1.4426950408889634
 # Triton fixes interpreter vs compiled mode when a kernel is defined, i.e. when this module is imported.
@@ -201,7 +201,7 @@ def attention_forward(q, k, v, cu_seqlens, max_seqlen, window, scale, *, block_m
     """
     total, num_q_heads, head_dim = q.shape
     if not q.is_cuda and not INTERPRETED:
-        raise RuntimeError("Triton kernels on CPU tensors need TRITON_INTERPRET=1 set before `kernels` is first used")
+        raise RuntimeError("Triton kernels on CPU tensors need TRITON_INTERPRET=1 set before `cwm_kernels` is first used")
     block_m = block_m or owned_block(q.device, head_dim)
     work = tile_schedule(cu_seqlens, block_m, total, max_seqlen)
     out = torch.empty_like(q) if out is None else out
