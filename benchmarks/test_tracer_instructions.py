@@ -9,7 +9,7 @@ set-up included (the first run of a process costs more: bytecode facts, linecach
 Recorders: fast (tracer/recorder.py), naive (tracer/naive.py), and two from test_tracer_speed.py: frames-only
 (every frame, no locals) and replay (fast's own snapshots, recorded in the warm-up run, played back: every frame with
 its real locals and no snapshot work). naive ÷ replay is the ceiling of naive ÷ fast: what a change detector whose
-snapshots cost nothing would reach, with the same output to build, hash and write. Instructions are not time (a
+snapshots cost nothing would reach, with the same output to build and write. Instructions are not time (a
 cache miss or a system call costs more than an add), so these ratios back the timed ones up; they do not replace
 them.
 
@@ -114,7 +114,5 @@ def test_tracer_instructions_per_function():
 if __name__ == "__main__":
     # One row, under this interpreter: how the step-by-step figures in RESULTS.md were counted on each commit, e.g.
     # `.venv/bin/python benchmarks/test_tracer_instructions.py functions episodes settrace fast naive`
-    # With CWM_BENCH_CONSTANT_IDS=1 in the environment every record gets a constant id: the difference is what
-    # record ids cost (RESULTS.md, "Shared costs").
     workload, setup, backend, *recorders = sys.argv[1:]
     print(json.dumps(count_row(sys.executable, workload, setup, backend, tuple(recorders) or RECORDERS)))

@@ -11,7 +11,7 @@ Baselines: `naive` (tracer/naive.py: plain repr() of every local on every frame,
 Every measurement first asserts that all three recorders write identical records. Times are CPU
 seconds of this process (best of ROUNDS): steadier than wall time on a shared machine.
 A fourth recorder, `FramesOnlyRecorder` (here), writes every frame with no locals at all: the cost every recorder
-pays (events, frames, episodes, record ids). naive ÷ frames-only is a loose ceiling: no change detector, however good,
+pays (events, frames, episodes). naive ÷ frames-only is a loose ceiling: no change detector, however good,
 can be faster than naive by more than that. The tight one replays the fast recorder's own snapshots
 (`ReplayRecorder`: the same records, asserted here) and is counted in test_tracer_instructions.py.
 
@@ -189,8 +189,10 @@ def _comparable(records):
             for r in records]
 
 
-CONFIGS = {"entry": dict(depth=2, function_episodes=False),        # one trace per entry
-           "episodes": dict(depth=2, function_episodes=True)}     # cwm-trace's default: plus one per call
+# No content-hash record ids: cwm-trace's children compute none (the parent keys each record itself), so a run pays
+# for none (before 2026-12-04 every recorder here hashed its records, a cost shared by all: RESULTS.md).
+CONFIGS = {"entry": dict(depth=2, function_episodes=False, content_ids=False),     # one trace per entry
+           "episodes": dict(depth=2, function_episodes=True, content_ids=False)}  # cwm-trace's default: plus one per call
 
 
 def trace_all(calls, config, recorder=Recorder):
@@ -338,7 +340,4 @@ if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
     print(json.dumps(measure_all()))
 if __name__ == "__main__" and sys.argv[1:2] == ["--trace"]:
     workload, setup, backend, recorder, n = sys.argv[2:]
-    if os.environ.get("CWM_BENCH_CONSTANT_IDS"):   # what record ids cost every recorder: count without them
-        import tracer.recorder
-        tracer.recorder._record_id = lambda record, frames, places: "0" * 32
     trace_repeatedly(workload, setup, backend, recorder, int(n))

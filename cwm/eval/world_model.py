@@ -13,6 +13,7 @@ numbers are identical across ranks.
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import random
 from dataclasses import dataclass
@@ -99,12 +100,14 @@ class WorldModelEval:
 
         trained_with = model.config._attn_implementation
         model.set_attn_implementation("sdpa")
+        # transformers 5.25 renamed the forward's `past_key_values` to `cache` (the old name warns until 5.40)
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         try:
             cache, out, depth, closing = DynamicCache(), [], 1, False
             x = torch.tensor([prompt], device=device)
             position = torch.arange(len(prompt), device=device)[None]
             for _ in range(self.max_new_tokens):
-                logits = model(input_ids=x, position_ids=position, past_key_values=cache, use_cache=True).logits
+                logits = model(input_ids=x, position_ids=position, use_cache=True, **{cache_arg: cache}).logits
                 token = int(logits[0, -1].argmax())
                 out.append(token)
                 if token == self.tokenizer.eos_token_id or (closing and token == self.ids[FRAME_SEP]):
