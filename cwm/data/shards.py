@@ -34,6 +34,28 @@ def record_key(obj) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
+def encode_sample(record) -> bytes:
+    """A record as a sample's UTF-8 JSON.
+
+    A text may hold a lone surrogate (a user `__repr__` can return one), which no UTF-8 encodes: such a text is
+    written with the surrogate as its visible escape (`\\ud800`, as `repr` would show it), never dropped and never
+    the end of the run (it once ended `cwm-trace` with a traceback)."""
+    try:
+        return json.dumps(record, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(_escape_surrogates(record), ensure_ascii=False).encode()
+
+
+def _escape_surrogates(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_surrogates(v) for v in value]
+    return value
+
+
 class ShardWriter:
     """Appends records to rolling shards in `out_dir`; see the module docstring for the crash contract."""
 
@@ -94,7 +116,7 @@ class ShardWriter:
                 raise ValueError(f"record key {key!r}: keys must be non-empty, without dots or slashes")
             if key in self.done_keys:
                 continue
-            encoded.append((key, json.dumps(record, ensure_ascii=False).encode()))
+            encoded.append((key, encode_sample(record)))
         size = sum(len(blob) + 1024 for _, blob in encoded)
         if self._tar is not None and self._samples and (
                 self._samples + len(encoded) > self.max_samples or self._file.tell() + size > self.max_bytes):

@@ -83,6 +83,14 @@ def test_readable_without_the_toolkit(tmp_path):
     assert ds.num_rows == 9 and sorted(r["json"]["i"] for r in ds) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
+def test_a_text_no_utf8_can_encode_is_written_with_its_escape(tmp_path):
+    """A lone surrogate (a user __repr__ may return one) is written as its visible escape, the rest as it was."""
+    with ShardWriter(tmp_path, "s") as w:
+        w.add([("a", {"x": "W\ud800", "y": ["\udfff", 1], "z": "é"}), ("b", {"x": "plain"})], group="g")
+    (tar,) = glob.glob(str(tmp_path / "*.tar"))
+    assert list(iter_records([tar])) == [{"x": "W\\ud800", "y": ["\\udfff", 1], "z": "é"}, {"x": "plain"}]
+
+
 def test_bad_keys_and_prefix_are_refused(tmp_path):
     with pytest.raises(ValueError, match="prefix"):
         ShardWriter(tmp_path, "a.b")

@@ -72,6 +72,14 @@ def test_write_outside():
         with open(path, "w") as f:
             f.write("escaped")
 
+class LoneSurrogate:
+    def __repr__(self):
+        return "W\\ud800"
+
+def test_lone_surrogate_repr():
+    value = LoneSurrogate()
+    assert value is not None
+
 def test_network():
     try:
         socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
@@ -135,7 +143,7 @@ def test_every_hostile_test_leaves_a_record_and_the_run_goes_on(hostile):
     assert set(hostile.statuses) == {"test_ok", "test_infinite_loop", "test_sleeps_forever", "test_memory_bomb",
                                      "test_hangs_holding_the_gil",
                                      "test_os_exit", "test_segfault", "test_fork_bomb", "test_fork",
-                                     "test_write_outside", "test_network"}
+                                     "test_write_outside", "test_network", "test_lone_surrogate_repr"}
     assert all(hostile.records[name] for name in hostile.statuses), "a unit left no record"
     assert hostile.statuses["test_ok"] == "passed"
     assert any(r["frames"] for r in hostile.records["test_ok"])
@@ -163,6 +171,15 @@ def test_timeouts_crashes_and_memory_are_outcomes(hostile):
 def test_forks_are_contained(hostile):
     assert hostile.statuses["test_fork"] == "passed"
     assert hostile.statuses["test_fork_bomb"] == "passed"     # it asserts that a process limit stopped it
+
+
+def test_a_repr_no_utf8_can_encode_is_written_escaped(hostile):
+    """A user __repr__ returning a lone surrogate (no UTF-8 encodes one) is shown as its escape: the run once died
+    writing that record's shard."""
+    assert hostile.statuses["test_lone_surrogate_repr"] == "passed"
+    shown = [f["locals"]["value"] for f in entry(hostile, "test_lone_surrogate_repr")["frames"]
+             if f["locals"] and f["locals"].get("value") not in (None, "..")]
+    assert shown == ["W\\ud800"]
 
 
 def test_no_network(hostile):
