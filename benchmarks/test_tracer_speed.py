@@ -191,8 +191,8 @@ def _comparable(records):
 
 # No content-hash record ids: cwm-trace's children compute none (the parent keys each record itself), so a run pays
 # for none (before 2026-12-04 every recorder here hashed its records, a cost shared by all: RESULTS.md).
-CONFIGS = {"entry": dict(depth=2, function_episodes=False, content_ids=False),     # one trace per entry
-           "episodes": dict(depth=2, function_episodes=True, content_ids=False)}  # cwm-trace's default: plus one per call
+CONFIGS = {"entry": dict(depth=2, function_episodes=False, content_ids=False),    # one trace per entry
+           "episodes": dict(depth=2, function_episodes=True, content_ids=False)}  # cwm-trace's: plus one per call
 
 
 def trace_all(calls, config, recorder=Recorder):

@@ -30,7 +30,7 @@ MANIFEST = "manifest.json"
 
 def record_key(obj) -> str:
     """A stable content hash of a JSON-able object: 32 hex digits, usable as a WebDataset key (no dots)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     return hashlib.sha256(blob).hexdigest()[:32]
 
 

@@ -91,6 +91,11 @@ def test_a_text_no_utf8_can_encode_is_written_with_its_escape(tmp_path):
     assert list(iter_records([tar])) == [{"x": "W\\ud800", "y": ["\\udfff", 1], "z": "é"}, {"x": "plain"}]
 
 
+def test_keys_of_names_no_utf8_can_encode():
+    """A file name with bytes its file system's encoding cannot decode reaches Python with surrogates in it."""
+    assert len({record_key(["tests/\udcff.py", 0]), record_key(["tests/\udcfe.py", 0]), record_key(["x", 0])}) == 3
+
+
 def test_bad_keys_and_prefix_are_refused(tmp_path):
     with pytest.raises(ValueError, match="prefix"):
         ShardWriter(tmp_path, "a.b")
