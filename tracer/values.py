@@ -175,6 +175,19 @@ def _str_repr(s, limit):
     return repr(s)
 
 
+def _bytes_repr(b, limit):
+    """repr of a bytes or bytearray, computing only about `limit` characters of it (as _str_repr: the quote choice
+    depends on the whole). A megabyte bytearray local (a sieve's) cost every recorder a 4 MB repr on every line."""
+    if len(b) <= limit:
+        return repr(b)
+    head = repr(b[:limit])
+    quote, closing = (1, 1) if type(b) is bytes else (11, 2)      # b'...'  /  bytearray(b'...')
+    whole_quote = '"' if (b"'" in b and b'"' not in b) else "'"
+    if head[quote] == whole_quote:
+        return head[:-closing]  # longer than `limit`: the caller cuts it, so the missing closing never shows
+    return repr(b)
+
+
 class _Witness:
     """What a container's (cut) repr was made of: its type, how many elements it had (exactly, or at least), and
     per rendered element the atomic object itself, a nested _Witness, or a _Default.
@@ -292,6 +305,8 @@ class _Walk:
                     self._note(_Default(v, t, names))
         if t is str:
             return self.emit(_str_repr(v, self.limit - self.size + 1))
+        if t is bytes or t is bytearray:
+            return self.emit(_bytes_repr(v, self.limit - self.size + 1))
         if t in _NO_CALLBACK_REPRS or t.__repr__ in _C_REPRS:
             try:
                 return self.emit(repr(v))
@@ -467,7 +482,7 @@ def _small_with_user_reprs(value, budget, most=64):
             t = type(e)
             if t in _CONTAINERS:
                 todo.append(e)
-            elif t is str or t is bytes:
+            elif t is str or t is bytes or t is bytearray:
                 chars += len(e)
     return chars <= 4 * budget + 64
 
@@ -516,6 +531,8 @@ def safe_repr(value, budget):
             return placeholder(value, f"repr raised {type(e).__name__}"), False
     elif t is str:
         text = _str_repr(value, budget + 1)
+    elif t is bytes or t is bytearray:
+        text = _bytes_repr(value, budget + 1)
     elif t in _CONTAINERS:
         walk = _Walk(budget)
         try:
@@ -579,4 +596,6 @@ def describe(value, budget):
     names = _repr_names(value, t)
     if names is not None:
         return text, DEFAULT, _Default(value, t, names)
+    if t is bytearray:      # described again each time, its text bounded (`user_repr` would repr it all)
+        return text, OTHER, None
     return text, OTHER, t
