@@ -47,8 +47,7 @@ class _Output:
             if not self.ended:
                 self.ended = True
                 self.file.write(json.dumps({"event": "end", "status": status, **extra}) + "\n")
-                self.file.flush()
-                os.fsync(self.file.fileno())
+                self.file.flush()   # no fsync: the parent reads it through the page cache once this process ended
 
 
 def config_from_job(job, **overrides):
@@ -56,15 +55,17 @@ def config_from_job(job, **overrides):
                   depth=int(job.get("depth", 2)), function_episodes=bool(job.get("function_episodes", False)),
                   max_frames=int(job.get("max_frames", 10_000)), max_bytes=int(job.get("max_bytes", 1_000_000)),
                   value_budget=int(job.get("value_budget", 200)), max_episodes=int(job.get("max_episodes", 1000)),
-                  soft_timeout_s=job.get("soft_timeout_s"), content_ids=bool(job.get("content_ids", True)),
+                  content_ids=bool(job.get("content_ids", True)),
                   backend=job.get("backend", "auto"), origin=dict(job.get("origin") or {}))
     fields.update(overrides)
     return TraceConfig(**fields)
 
 
 class _Watchdog:
-    """Backs up the soft timeout: if the traced thread never reaches traced code again (stuck in a library or in C),
-    flush the open traces from this thread and end the child."""
+    """The unit's soft timeout, in one thread of the tracer's own (starting a thread costs a unit milliseconds, so
+    the session is given no timer of its own: `config_from_job` leaves soft_timeout_s out). At `seconds` it asks the
+    recorder to stop: the traced thread writes the open traces with outcome "timeout" at its next event and ends the
+    child. If it never gets there (stuck in a library or in C), GRACE_S later this thread writes them and ends it."""
 
     def __init__(self, out, seconds):
         self.out = out
@@ -77,7 +78,11 @@ class _Watchdog:
             threading.Thread(target=self._run, daemon=True, name="cwm-tracer-watchdog").start()
 
     def _run(self):
-        if self.done.wait(self.seconds + GRACE_S):
+        if self.done.wait(self.seconds):
+            return
+        if self.recorder is not None:
+            self.recorder.request_stop()
+        if self.done.wait(GRACE_S):
             return
         if self.recorder is not None:
             try:
