@@ -2,8 +2,10 @@
 Linux has one, polling where not), and kills it with its process group at the hard timeout."""
 import os
 import signal
-import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,25 +48,35 @@ def test_a_unit_past_its_hard_timeout_is_killed(waiting):
     assert time.monotonic() - started < 5
 
 
+_LATENESS = """
+import os, sys, time
+from tracer import server
+late = []
+for _ in range(5):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.017)
+        os.write(write, repr(time.monotonic()).encode())
+        os._exit(0)
+    os.close(write)
+    server._wait(pid, 10)
+    seen = time.monotonic()
+    late.append(seen - float(os.read(read, 64)))
+    os.close(read)
+print(sorted(late)[2])
+"""
+
+
 def test_the_wait_ends_when_the_unit_does():
     """A unit is seen to end within milliseconds of its exit. (The polling that the pidfd replaced, its pause doubling
     from 0.5 ms, first looked again 31.5 ms after it began: a 17 ms unit was seen 14 ms late, most of what a short
-    test cost.) Measured from the child's own last moment, so the fork's cost (large in a process that imported
-    torch) does not count."""
+    test cost.) Timed from the child's own last moment, in a small interpreter as the server is: the exit of a process
+    that holds torch's mappings alone takes 6 ms."""
     if not hasattr(os, "pidfd_open"):
         pytest.skip("no os.pidfd_open on this interpreter: only the polling is used")
-    late = []
-    for _ in range(5):
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(0.017)
-            os.write(write, repr(time.monotonic()).encode())
-            os._exit(0)
-        os.close(write)
-        server._wait(pid, 10)
-        seen = time.monotonic()
-        ended = float(os.read(read, 64))
-        os.close(read)
-        late.append(seen - ended)
-    assert statistics.median(late) < 0.005, late
+    root = str(Path(server.__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, "-c", _LATENESS], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 0.005, f"seen {float(proc.stdout) * 1e3:.1f} ms after the unit ended (median of 5)"
