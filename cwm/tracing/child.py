@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 import tracer.format
 from cwm.jail import Jail, Limits
 
@@ -214,12 +216,15 @@ def read_child_output(path: Path) -> tuple[list[dict], str | None]:
     records, status = [], None
     if not path.exists():
         return records, status
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:
         for line in f:
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+                obj = orjson.loads(line)    # several times json's speed: a quarter of the parent's CPU was here
+            except orjson.JSONDecodeError:  # what orjson refuses (an escaped lone surrogate, NaN) json may take
+                try:
+                    obj = json.loads(line.decode("utf-8", errors="replace"))
+                except json.JSONDecodeError:
+                    continue
             if not isinstance(obj, dict):
                 continue
             if obj.get("event") == "end":
