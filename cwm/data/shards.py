@@ -39,7 +39,7 @@ def record_key(obj) -> str:
 def encode_sample(record) -> bytes:
     """A record as a sample's UTF-8 JSON. orjson, several times the standard library's speed: encoding every record
     was a quarter of a `cwm-trace` parent's CPU on attrs' tests, where the parent competes with the workers for the
-    cores (test_trace_cli_speed, RESULTS.md).
+    cores (RESULTS.md).
 
     A text may hold a lone surrogate (a user `__repr__` can return one), which no UTF-8 encodes: such a text is
     written with the surrogate as its visible escape (`\\ud800`, as `repr` would show it), never dropped and never
