@@ -125,7 +125,7 @@ class UnitServer:
         said_from = self.log_path.stat().st_size
         reply = self._ask(job, timeout=self.limits.timeout_s + REPLY_GRACE_S)
         said = _tail_from(self.log_path, said_from)
-        records, status = read_child_output(out)
+        records, status, error = read_child_output(out)
         shutil.rmtree(tmp, ignore_errors=True)
         wall_s = time.monotonic() - start
         if reply is None:    # the server itself died, or hung
@@ -139,8 +139,8 @@ class UnitServer:
             detail = _death_reason(reply["exit"], said)
             if not any((r.get("origin") or {}).get("kind") == unit.origin["kind"] for r in records):
                 records.append(dead_child_record(unit, self.target, origin, status, wall_s))
-        elif status == "error":   # the test did not even run (setup, not collected): pytest printed why
-            detail = _last_words(said)
+        elif status == "error":   # it did not even run: the child said why (a function's code), or pytest printed it
+            detail = error or _last_words(said)
         return UnitResult(unit, records, status, wall_s, self.jail.isolation, detail)
 
     def _ask(self, job: dict, timeout: float) -> dict | None:
@@ -208,14 +208,15 @@ def _pythonpath(tracer_path: Path, root: Path | None) -> str:
     return os.pathsep.join(str(p) for p in (tracer_path, root) if p is not None)
 
 
-def read_child_output(path: Path) -> tuple[list[dict], str | None]:
-    """The complete trace records in the child's output and its end status (None when it never got there).
+def read_child_output(path: Path) -> tuple[list[dict], str | None, str]:
+    """The complete trace records in the child's output, its end status (None when it never got there) and the
+    error its end line gives ("" when none: a function whose code or arguments did not run says why there).
 
     A line cut short by the child's death does not parse and is dropped: it was never a complete trace.
     """
-    records, status = [], None
+    records, status, error = [], None, ""
     if not path.exists():
-        return records, status
+        return records, status, error
     with open(path, "rb") as f:
         for line in f:
             try:
@@ -228,10 +229,11 @@ def read_child_output(path: Path) -> tuple[list[dict], str | None]:
             if not isinstance(obj, dict):
                 continue
             if obj.get("event") == "end":
-                status = status or str(obj.get("status"))
+                if status is None:
+                    status, error = str(obj.get("status")), str(obj.get("error") or "")[:500]
             elif status is None and "frames" in obj:
                 records.append(obj)
-    return records, status
+    return records, status, error
 
 
 def dead_child_record(unit: Unit, target: TargetPython, origin: dict, outcome: str, wall_s: float) -> dict:

@@ -48,3 +48,19 @@ def test_functions_file_traced_once_each_and_resumed(tmp_path, target_python):
     again = cli("functions", src, "-o", out, "--python", target_python)
     assert again.returncode == 0 and "0 run, 4 already done" in again.stdout
     assert (out / "manifest.json").read_bytes() == manifest
+
+
+def test_a_function_that_cannot_run_says_why(tmp_path, target_python):
+    """Code that does not define the entry, or arguments that do not parse: status error, and the run log's detail
+    says what went wrong (the child's own words), not an empty string."""
+    src = tmp_path / "functions.jsonl"
+    src.write_text(json.dumps({"code": "def g():\n    return 1\n", "input": ""}) + "\n"
+                   + json.dumps({"code": "def f(x):\n    return x\n", "input": "1 +"}) + "\n")
+    out = tmp_path / "out"
+    proc = cli("functions", src, "-o", out, "--python", target_python)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = sorted((json.loads(line) for line in (out / "units.jsonl").read_text().splitlines()),
+                 key=lambda entry: int(entry["group"][4:].split("-")[0]))
+    assert [entry["status"] for entry in log] == ["error", "error"]
+    assert "NameError" in log[0]["detail"] and "defines no 'f'" in log[0]["detail"]
+    assert "SyntaxError" in log[1]["detail"]
