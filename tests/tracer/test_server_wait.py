@@ -79,4 +79,4 @@ def test_the_wait_ends_when_the_unit_does():
     proc = subprocess.run([sys.executable, "-c", _LATENESS], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": root})
     assert proc.returncode == 0, proc.stderr
-    assert float(proc.stdout) < 0.005, f"seen {float(proc.stdout) * 1e3:.1f} ms after the unit ended (median of 5)"
+    assert float(proc.stdout) < 0.008, f"seen {float(proc.stdout) * 1e3:.1f} ms after the unit ended (median of 5)"
