@@ -22,7 +22,7 @@ from cwm.data.shards import iter_records, shard_paths
 from cwm.tracing.child import TraceOptions
 from cwm.tracing.run import RUN_LOG, RunStats, trace_units
 from cwm.tracing.target import TraceInputError, probe_python
-from cwm.tracing.units import discover_tests, read_function_units
+from cwm.tracing.units import discover_tests, read_function_units, untraced_src_packages
 
 SUBCOMMANDS = ("functions", "render")
 
@@ -103,6 +103,8 @@ def trace(args: argparse.Namespace, command: str) -> int:
         if not root.is_dir():
             raise TraceInputError(f"{args.path}: no such directory; give the root of a project with pytest tests")
         target = probe_python(args.python)
+        for warning in untraced_src_packages(target, root):
+            console.print(f"[yellow]warning: {warning}")
         console.print(f"collecting tests in {root} with Python {target.version} ...")
         units, note = discover_tests(target, root, memory_mb=args.memory_mb)
         if note:

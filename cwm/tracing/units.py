@@ -59,6 +59,47 @@ def discover_tests(target: TargetPython, root: Path, *, memory_mb: int | None = 
     return units, note
 
 
+_WHERE_FROM = (
+    "import importlib.util, json, sys\n"
+    "found = {}\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n        found[name] = getattr(importlib.util.find_spec(name), 'origin', None)\n"
+    "    except Exception:\n        found[name] = None\n"
+    "print(json.dumps(found))\n"
+)
+
+
+def untraced_src_packages(target: TargetPython, root: Path) -> list[str]:
+    """Warnings for a src-layout project (`root/src/PKG/__init__.py`) whose tests would not import its own code:
+    `PKG` resolves to another copy (an installed one, outside `root`, so none of its code is traced) or to nothing.
+
+    The tests import as `python -m pytest` in `root` would, and that puts `root` on the path, not `root/src`: the
+    project must be installed into the interpreter (`pip install -e .`). Otherwise a run writes traces of the tests
+    alone, and nothing says why. Asked of the target interpreter, in the jail."""
+    src = root / "src"
+    names = sorted(p.parent.name for p in src.glob("*/__init__.py")) if src.is_dir() else []
+    if not names:
+        return []
+    with tempfile.TemporaryDirectory(prefix="cwm-probe-") as home:
+        result = run_jailed([target.executable, "-c", _WHERE_FROM, *names], cwd=root,
+                            limits=Limits(timeout_s=COLLECT_TIMEOUT_S, memory_mb=None, writable=(home,)),
+                            env=child_env(target, home=home, pythonpath=str(root)))
+    try:
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return []   # the probe itself failed: collection will say more
+    warnings = []
+    for name in names:
+        origin = found.get(name)
+        if origin is None:
+            warnings.append(f"src/{name} is not importable by {target.executable}: its tests cannot use it; "
+                            f"install the project there (pip install -e {root})")
+        elif not Path(origin).resolve().is_relative_to(root):
+            warnings.append(f"{name} is imported from {origin}, not from {src / name}: none of its code will be "
+                            f"traced; install the project into {target.executable} (pip install -e {root})")
+    return warnings
+
+
 def read_function_units(path: Path) -> list[Unit]:
     """One unit per non-blank line of a JSONL file of {"code", "entry", "input"}; every line is checked first,
     so a bad line stops the run before anything is traced."""
