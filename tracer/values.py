@@ -164,28 +164,23 @@ _getsignal = getattr(_signal, "getsignal", signal.getsignal)
 _set_handler = getattr(_signal, "signal", signal.signal)
 
 
-def _str_repr(s, limit):
-    """repr of a str, computing only about `limit` characters of it (the quote choice depends on the whole str)."""
-    if len(s) <= limit:
-        return repr(s)
-    head = repr(s[:limit])
-    whole_quote = '"' if ("'" in s and '"' not in s) else "'"
-    if head[0] == whole_quote:
-        return head[:-1]  # longer than `limit`: the caller cuts it, so the missing closing quote never shows
-    return repr(s)
+# Per type _prefix_repr handles ('..', b'..', bytearray(b'..')): where its repr's quote stands, how many characters
+# close it, and the two quotes as that type holds them.
+_QUOTED = {str: (0, 1, "'", '"'), bytes: (1, 1, b"'", b'"'), bytearray: (11, 2, b"'", b'"')}
 
 
-def _bytes_repr(b, limit):
-    """repr of a bytes or bytearray, computing only about `limit` characters of it (as _str_repr: the quote choice
-    depends on the whole). A megabyte bytearray local (a sieve's) cost every recorder a 4 MB repr on every line."""
-    if len(b) <= limit:
-        return repr(b)
-    head = repr(b[:limit])
-    quote, closing = (1, 1) if type(b) is bytes else (11, 2)      # b'...'  /  bytearray(b'...')
-    whole_quote = '"' if (b"'" in b and b'"' not in b) else "'"
-    if head[quote] == whole_quote:
-        return head[:-closing]  # longer than `limit`: the caller cuts it, so the missing closing never shows
-    return repr(b)
+def _prefix_repr(v, limit):
+    """repr of a str, bytes or bytearray, computing only about `limit` characters of it: the repr of a prefix, but
+    with the quote the whole value's repr takes (builtin repr picks " only when the value holds ' and no ").
+    A megabyte bytearray local (a sieve's) cost every recorder a 4 MB repr on every line."""
+    if len(v) <= limit:
+        return repr(v)
+    head = repr(v[:limit])
+    at, closing, single, double = _QUOTED[type(v)]
+    whole_quote = '"' if (single in v and double not in v) else "'"
+    if head[at] == whole_quote:
+        return head[:-closing]  # longer than `limit`: the caller cuts it, so the missing closing quote never shows
+    return repr(v)
 
 
 class _Witness:
@@ -303,10 +298,8 @@ class _Walk:
                     self.ok = False
                 else:
                     self._note(_Default(v, t, names))
-        if t is str:
-            return self.emit(_str_repr(v, self.limit - self.size + 1))
-        if t is bytes or t is bytearray:
-            return self.emit(_bytes_repr(v, self.limit - self.size + 1))
+        if t is str or t is bytes or t is bytearray:
+            return self.emit(_prefix_repr(v, self.limit - self.size + 1))
         if t in _NO_CALLBACK_REPRS or t.__repr__ in _C_REPRS:
             try:
                 return self.emit(repr(v))
@@ -529,10 +522,8 @@ def safe_repr(value, budget):
             text = repr(value)
         except Exception as e:  # int over sys.int_max_str_digits
             return placeholder(value, f"repr raised {type(e).__name__}"), False
-    elif t is str:
-        text = _str_repr(value, budget + 1)
-    elif t is bytes or t is bytearray:
-        text = _bytes_repr(value, budget + 1)
+    elif t is str or t is bytes or t is bytearray:
+        text = _prefix_repr(value, budget + 1)
     elif t in _CONTAINERS:
         walk = _Walk(budget)
         try:
