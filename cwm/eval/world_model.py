@@ -4,15 +4,14 @@
   argmax at every token of its locals (`{LOCALS}<|action_sep|>`) is the true token. The entry frame (its
   arguments, which the context does not determine) is not scored.
 * Output prediction: the model sees the context and the entry's call frame and generates the rest of the trace
-  greedily; it is right when the entry's return (or exception) frame it writes has the true value, compared as
-  Python values (`ast.literal_eval`) where both sides parse, else as text.
+  greedily; it is right when the entry's return (or exception) frame it writes has the true value, compared by
+  `cwm.data.value_match.reprs_match` (the comparison eval and RL share: strict types, float tolerance).
 
 Every rank runs the same evaluation on the same traces (FSDP needs every rank in every forward), so the
 numbers are identical across ranks.
 """
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import random
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cwm.data.value_match import reprs_match as same_value  # the name callers and tests use
 from tracer.format import (ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_SEP, LINE_SEP, RETURN_SEP)
 
 
@@ -150,11 +150,3 @@ def _split_frames(text: str):
             if frame.startswith(sep):
                 yield frame[len(sep):], sep
                 break
-
-
-def same_value(predicted: str, true: str) -> bool:
-    """Equal as Python literals when both parse (so `1.0` == `1.00`, `{1, 2}` == `{2, 1}`), else as text."""
-    try:
-        return ast.literal_eval(predicted) == ast.literal_eval(true)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return predicted.strip() == true.strip()

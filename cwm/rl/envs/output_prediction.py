@@ -2,22 +2,21 @@
 
 Tasks come from trace shards (DESIGN §2): a record whose entry returned normally gives the source (`context`),
 the call (`origin.input`, else the entry's `call` frame arguments) and the answer (the entry's `return` frame
-value, a `repr`). Answers are compared as values — both sides go through `ast.literal_eval` — so `[1, 2]` and
-`[1,2]` agree while `1` and `True` do not. Records whose return value is not a Python literal are not tasks.
+value, a `repr`). Answers are compared as values by `cwm.data.value_match` (the rules eval uses too) — so
+`[1, 2]` and `[1,2]` agree while `1` and `True` do not. Records whose return value is not a Python literal
+are not tasks.
 """
 from __future__ import annotations
 
-import ast
-import math
 import os
-import re
 from dataclasses import dataclass
 
+from cwm.data.value_match import clean_answer, parse_literal
+from cwm.data.value_match import values_match as same_value  # strict types, float tolerance: DESIGN of value_match
 from cwm.rl.env import Message, StepResult, finished, malformed
 from tracer.format import START_MARKER
 
 SYSTEM = "You predict what Python code returns. Reply with the return value as a Python literal, nothing else."
-_FENCE = re.compile(r"^```[a-zA-Z]*\n?(.*?)\n?```$", re.S)
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,8 @@ def task_from_record(record: dict, skip_none: bool = True) -> OutputTask | None:
     if skip_none and expected == "None":
         return None
     try:
-        ast.literal_eval(expected)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        parse_literal(expected)
+    except ValueError:
         return None
     origin = record.get("origin") or {}
     name = (origin.get("qualname") or "f").split(".")[-1]
@@ -72,28 +71,9 @@ def tasks_from_shards(source: str | os.PathLike | list, *, limit: int | None = N
 
 
 def parse_answer(text: str):
-    """The value of a reply: the whole reply (optionally in a ``` fence) as a Python literal. Raises ValueError."""
-    text = text.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-        raise ValueError(f"not a Python literal: {text[:80]!r}") from e
-
-
-def same_value(a, b) -> bool:
-    """Equal values of the same types, containers compared element by element (so 1 != True != 1.0; nan == nan)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
-    return a == b
+    """The value of a reply: the whole reply (optionally in a ``` fence or backticks) as a Python literal, read by
+    the shared rules of `cwm.data.value_match`. Raises ValueError."""
+    return parse_literal(clean_answer(text))
 
 
 class OutputPredictionEnv:
@@ -110,7 +90,7 @@ class OutputPredictionEnv:
             predicted = parse_answer(action)
         except ValueError as e:
             return malformed(str(e))
-        return finished(same_value(predicted, ast.literal_eval(self.task.expected)))
+        return finished(same_value(predicted, parse_literal(self.task.expected)))
 
     def close(self) -> None:
         pass
