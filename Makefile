@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tracer-versions bench clean
+.PHONY: demo test setup test-tracer-versions bench clean
 
 # torch is installed first, pinned, so nothing later can pull a newer (CUDA) build.
 $(VENV)/.installed: pyproject.toml
@@ -25,7 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	.venv-py$*/bin/python -m pip --disable-pip-version-check -q install pytest
 	touch $@
 
-demo: $(VENV)/.installed
+# Docker engine, debootstrap, bubblewrap and the forager base image (.ci/setup.sh): installed and started once,
+# then found in a second; where one cannot be had it stops here with one line naming the fix.
+setup: $(VENV)/.installed
+	bash .ci/setup.sh $(VENV)
+
+demo: setup
 	$(VENV)/bin/cwm-trace examples/shop -o runs/demo/traces --workers 2
 	$(VENV)/bin/cwm-trace render runs/demo/traces --first
 	$(VENV)/bin/cwm-tokenizer train --recipe data_recipes/demo.yaml --out runs/demo/tokenizer --vocab-size 1024
@@ -34,7 +39,7 @@ demo: $(VENV)/.installed
 	$(PY) -m cwm.eval.show_trace --hf runs/demo/hf --recipe data_recipes/demo.yaml
 	rm -rf runs/demo/rl && $(PY) -m cwm.rl.demo_task runs/demo/rl/swe_tasks.jsonl && OMP_NUM_THREADS=1 $(PY) cwm/rl/train.py --recipe data_recipes/rl_demo.yaml
 
-test: $(VENV)/.installed test-tracer-versions
+test: setup test-tracer-versions
 	$(PY) -m pytest tests
 
 # sys.monitoring exists from 3.12 on: the tracer's own tests run again on each interpreter pyenv has.
