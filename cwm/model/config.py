@@ -10,9 +10,10 @@ from pathlib import Path
 
 PRESETS: dict[str, dict] = {
     # For tests and `make demo`: trains on a laptop CPU in minutes.
-    # θ 1e4, not CWM's 1e6: with 16-dim heads and short rows, θ 1e6 leaves almost no positional signal.
+    # θ 1e4, not CWM's 1e6: with 32-dim heads and short rows, θ 1e6 leaves almost no positional signal.
+    # head_dim 32: the smallest head vLLM's CPU attention serves.
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, sliding_window=64, rope_theta=10_000.0),
+                 num_key_value_heads=2, head_dim=32, sliding_window=64, rope_theta=10_000.0),
     "125m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
                  num_key_value_heads=4, head_dim=64, sliding_window=1024),
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
