@@ -55,7 +55,9 @@ def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
     repo = argparse.ArgumentParser(prog="cwm-trace", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    repo.add_argument("path", type=Path, help="project root; its pytest tests are the entries")
+    repo.add_argument("path", type=Path, nargs="?", help="project root; its pytest tests are the entries")
+    repo.add_argument("--image", help="a repository image (cwm-forager build-image): trace its tests inside a "
+                                      "container of it, with the forager sandbox's isolation, instead of PATH")
     _trace_options(repo, repository=True)
     functions = argparse.ArgumentParser(prog="cwm-trace functions",
                                         description='Trace entry(input) for every {"code", "entry", "input"} line.')
@@ -98,7 +100,29 @@ def trace(args: argparse.Namespace, command: str) -> int:
                    max_bytes=args.max_bytes,
                    value_budget=args.value_budget, timeout_s=args.timeout, memory_mb=args.memory_mb,
                    max_procs=args.max_procs)
-    if command == "repo":
+    server_class, root_in_server = None, False
+    if command == "repo" and args.image:
+        if args.path is not None:
+            raise TraceInputError(f"{args.path} and --image {args.image}: give one of them (the image holds the code)")
+        if args.python:
+            raise TraceInputError("--python with --image: the image's own interpreter runs the tests; drop --python")
+        from cwm.tracing import image as image_mod
+        dc = image_mod.docker_client()
+        info = image_mod.image_info(dc, args.image)
+        where = image_mod.ImageTarget(args.image)
+        options = TraceOptions(include=tuple(args.include), exclude=tuple(args.exclude),
+                               function_episodes=not args.no_function_episodes, **budgets)
+        console.print(f"collecting tests in a container of {args.image} ...")
+        target, units, note = image_mod.probe_and_collect(dc, where, options)
+        if note:
+            console.print(f"[yellow]{note}")
+        units = _select(units, args.tests, args.image)
+        root, root_in_server = None, True
+        server_class = image_mod.server_factory(where, dc)
+        origin = {"repo": info.repo, "commit": info.commit, "image": args.image}
+    elif command == "repo":
+        if args.path is None:
+            raise TraceInputError("give the PATH of a project with pytest tests, or --image IMAGE")
         root = args.path.resolve()
         if not root.is_dir():
             raise TraceInputError(f"{args.path}: no such directory; give the root of a project with pytest tests")
@@ -109,11 +133,7 @@ def trace(args: argparse.Namespace, command: str) -> int:
         units, note = discover_tests(target, root, memory_mb=args.memory_mb)
         if note:
             console.print(f"[yellow]{note}")
-        if args.tests:
-            units = [u for u in units if any(fnmatch.fnmatchcase(u.group, glob) for glob in args.tests)]
-            if not units:
-                raise TraceInputError(f"{root}: no test matches --tests {' '.join(args.tests)}; "
-                                      "patterns match pytest node ids such as tests/test_x.py::test_a")
+        units = _select(units, args.tests, root)
         origin = {"repo": root.name, "commit": _git_commit(root)}
         options = TraceOptions(include=tuple(args.include), exclude=tuple(args.exclude),
                                function_episodes=not args.no_function_episodes, **budgets)
@@ -130,9 +150,21 @@ def trace(args: argparse.Namespace, command: str) -> int:
     except OSError as e:
         raise TraceInputError(f"-o {args.out}: cannot create it ({e.strerror}); name a writable directory") from None
     stats = trace_units(units, out_dir=args.out, target=target, root=root, options=options, workers=args.workers,
-                        origin=origin, shard_samples=args.shard_samples, console=console)
+                        origin=origin, shard_samples=args.shard_samples, console=console,
+                        server_class=server_class, root_in_server=root_in_server)
     print_summary(stats, args.out, target.version, kind="tests" if command == "repo" else "functions")
     return 130 if stats.interrupted else 0
+
+
+def _select(units, globs: list[str], where) -> list:
+    """The units whose pytest node id matches one of `globs` (all of them without any)."""
+    if not globs:
+        return units
+    units = [u for u in units if any(fnmatch.fnmatchcase(u.group, glob) for glob in globs)]
+    if not units:
+        raise TraceInputError(f"{where}: no test matches --tests {' '.join(globs)}; "
+                              "patterns match pytest node ids such as tests/test_x.py::test_a")
+    return units
 
 
 def print_summary(stats: RunStats, out: Path, python: str, *, kind: str) -> None:

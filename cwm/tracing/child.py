@@ -107,6 +107,7 @@ class UnitServer:
         # The server's output (pytest's, the project's): appended to, so a unit's part is what came after its start.
         self.log_path = self.dir.with_suffix(".log")
         self.jail = Jail(self.limits)
+        self.isolation = self.jail.isolation
         with open(self.log_path, "ab") as log:
             self.proc = self.jail.popen([target.executable, "-m", "tracer", "serve", str(job)], cwd=self.dir,
                                         env=child_env(target, home=str(home), pythonpath=_pythonpath(tracer_path, root)),
@@ -116,10 +117,8 @@ class UnitServer:
 
     def run(self, unit: Unit, origin: dict) -> UnitResult:
         start = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="unit-", dir=self.dir))
+        tmp = self._unit_dir()
         work, home, out = tmp / "work", tmp / "home", tmp / "records.jsonl"
-        work.mkdir()
-        home.mkdir()
         job = {**self.options.job(origin), **unit.job, "root": str(self.root or work), "out": str(out),
                "work": str(work), "home": str(home), "hard_timeout_s": self.limits.timeout_s}
         said_from = self.log_path.stat().st_size
@@ -141,7 +140,14 @@ class UnitServer:
                 records.append(dead_child_record(unit, self.target, origin, status, wall_s))
         elif status == "error":   # it did not even run: the child said why (a function's code), or pytest printed it
             detail = error or _last_words(said)
-        return UnitResult(unit, records, status, wall_s, self.jail.isolation, detail)
+        return UnitResult(unit, records, status, wall_s, self.isolation, detail)
+
+    def _unit_dir(self) -> Path:
+        """A fresh folder for one unit: `work` (its working dir) and `home`; its records file goes beside them."""
+        tmp = Path(tempfile.mkdtemp(prefix="unit-", dir=self.dir))
+        (tmp / "work").mkdir()
+        (tmp / "home").mkdir()
+        return tmp
 
     def _ask(self, job: dict, timeout: float) -> dict | None:
         """Send one unit, wait for its reply; None when the server is gone or silent past `timeout`."""
@@ -178,7 +184,8 @@ class ServerPool:
     """Unit servers shared by worker threads: a unit takes an idle one (or starts one) and gives it back; so there
     are never more servers than units running at once."""
 
-    def __init__(self, **server_args):
+    def __init__(self, server_class=None, **server_args):
+        self.server_class = server_class or UnitServer   # or a factory taking the same arguments (image.py)
         self.server_args = server_args
         self.idle: queue.SimpleQueue[UnitServer] = queue.SimpleQueue()
         self.servers: list[UnitServer] = []
@@ -188,7 +195,7 @@ class ServerPool:
         try:
             server = self.idle.get_nowait()
         except queue.Empty:
-            server = UnitServer(**self.server_args)
+            server = self.server_class(**self.server_args)
             with self.lock:
                 self.servers.append(server)
         result = server.run(unit, origin)

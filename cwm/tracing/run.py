@@ -70,8 +70,12 @@ def entry_first(result: UnitResult) -> list[dict]:
 
 def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root: Path | None,
                 options: TraceOptions, workers: int, origin: dict, prefix: str = "traces",
-                shard_samples: int = 1000, console: Console | None = None) -> RunStats:
-    """Run every unit not already complete in `out_dir`; Ctrl-C lets running units finish and keeps them."""
+                shard_samples: int = 1000, console: Console | None = None, server_class=None,
+                root_in_server: bool = False, progress_label: str = "tracing") -> RunStats:
+    """Run every unit not already complete in `out_dir`; Ctrl-C lets running units finish and keeps them.
+
+    `server_class` starts the unit servers (default: a jailed local child; image.server_factory: a container of a
+    repository image, whose root is inside it, `root_in_server`)."""
     console = console or Console(stderr=True)
     stats = RunStats(units=len(units))
     start = time.monotonic()
@@ -81,9 +85,9 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
         tracer_path = stage_tracer(scratch)
         todo = [u for u in units if u.group not in writer.done_groups]
         # Tests (a project root) or functions. Each server collects the test files of the units left to run, once.
-        mode = "function" if root is None else "pytest"
+        mode = "function" if root is None and not root_in_server else "pytest"
         paths = tuple(dict.fromkeys(u.job["nodeid"].split("::", 1)[0] for u in todo)) if mode == "pytest" else ()
-        servers = ServerPool(mode=mode, target=target, tracer_path=tracer_path, root=root, options=options,
+        servers = ServerPool(server_class, mode=mode, target=target, tracer_path=tracer_path, root=root, options=options,
                              scratch=scratch, paths=paths)
         stack.callback(servers.close)
         stats.units_resumed = len(units) - len(todo)
@@ -92,16 +96,22 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
             stats.resumed_statuses.update(earlier.get(u.group, "unknown") for u in units
                                           if u.group in writer.done_groups)
 
-        columns = (TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        columns = (TextColumn(f"[bold]{progress_label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=False) as progress, \
                 ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cwm-trace") as pool:
             task = progress.add_task("tracing", total=len(todo), info="")
 
+            # The recorder keeps repo and commit of the origin; what else the caller links a record to (the image,
+            # a task's id and side) is added here, to every record of the run.
+            linked = {k: v for k, v in origin.items() if k not in ("repo", "commit")}
+
             def write(result: UnitResult) -> None:
                 records = []
                 for index, record in enumerate(entry_first(result)):
                     record["id"] = sample_key(result.unit.group, index)
+                    if linked:
+                        record["origin"] = {**(record.get("origin") or {}), **linked}
                     records.append((record["id"], record))
                 writer.add(records, group=result.unit.group)
                 log.write(json.dumps(result.log_line()) + "\n")

@@ -40,17 +40,24 @@ def discover_tests(target: TargetPython, root: Path, *, memory_mb: int | None = 
              "--continue-on-collection-errors", "--rootdir", str(root)],
             cwd=root, limits=Limits(timeout_s=COLLECT_TIMEOUT_S, memory_mb=memory_mb, writable=(home,)),
             env=child_env(target, home=home))
-    if result.timed_out:
+    return units_from_collection(str(root), result.stdout, result.stderr, result.returncode, result.timed_out)
+
+
+def units_from_collection(root: str, stdout: str, stderr: str, returncode: int | None,
+                          timed_out: bool) -> tuple[list[Unit], str]:
+    """The units of a `pytest --collect-only -q` run (in the jail, or in a container of a repository image), and a
+    note on collection errors ("" when none)."""
+    if timed_out:
         raise TraceInputError(f"{root}: collecting its tests took over {COLLECT_TIMEOUT_S:.0f} s; "
                               "trace a smaller part of it")
     # `--collect-only -q` prints one node id per line; anything else the project prints is not one
-    nodeids = [line.rstrip() for line in result.stdout.splitlines()
+    nodeids = [line.rstrip() for line in stdout.splitlines()
                if "::" in line and not line.startswith((" ", "\t", "ERROR", "FAILED", "WARNING", "=", "_"))]
-    tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
+    tail = (stdout + stderr).strip().splitlines()[-1:] or ["no output"]
     if not nodeids:
         raise TraceInputError(f"{root}: no pytest tests found (pytest said: {tail[0].strip()})")
-    broken = [line.split(" ", 1)[1].split(" - ")[0] for line in result.stdout.splitlines() if line.startswith("ERROR ")]
-    note = "" if result.returncode == 0 else (f"pytest could not collect {', '.join(broken) or 'some tests'} "
+    broken = [line.split(" ", 1)[1].split(" - ")[0] for line in stdout.splitlines() if line.startswith("ERROR ")]
+    note = "" if returncode == 0 else (f"pytest could not collect {', '.join(broken) or 'some tests'} "
                                               f"({tail[0].strip()}); tracing the {len(nodeids)} it could")
     units = [Unit(group=nodeid, job={"mode": "pytest", "nodeid": nodeid},
                   origin={"kind": "test", "path": nodeid.split("::", 1)[0], "qualname": nodeid.split("::", 1)[-1],

@@ -24,3 +24,52 @@ def traced_shop(tmp_path_factory, target_python) -> Path:
     proc = cli(SHOP, "-o", out, "--workers", "2", "--python", target_python)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+MIXED_FILES = {
+    "mixed/__init__.py": (
+        "import sys\n\n\n"
+        "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n\n\n"
+        "def where():\n    return sys.prefix\n"),
+    "tests/test_mixed.py": (
+        "import os, socket, pytest\nfrom mixed import total, where\n\n\n"
+        "def test_total():\n    assert total([1, 2, 3]) == 6\n\n\n"
+        "def test_total_wrong():\n    assert total([1, 2]) == 4\n\n\n"
+        "@pytest.mark.skip(reason='not today')\ndef test_skipped():\n    pass\n\n\n"
+        "@pytest.fixture\ndef broken():\n    raise RuntimeError('fixture broke')\n\n\n"
+        "def test_error(broken):\n    pass\n\n\n"
+        "def test_inside_the_image():\n    assert where() == '/opt/venv'\n\n\n"
+        "def test_isolated():\n    assert os.getuid() != 0\n"
+        "    with pytest.raises(OSError):\n        socket.create_connection(('1.1.1.1', 53), timeout=2)\n"),
+    "pyproject.toml": ('[project]\nname = "mixed"\nversion = "0.1"\n\n[build-system]\nrequires = ["setuptools"]\n'
+                       'build-backend = "setuptools.build_meta"\n\n[tool.setuptools]\npackages = ["mixed"]\n'),
+}
+
+
+def build_tagged(docker_client, files: dict[str, str], name: str, root: Path) -> str:
+    """A repository image of `files`, tagged by a hash of them, the base and the image code; built once."""
+    import hashlib
+
+    from cwm.forager import images
+
+    base = images.ensure_base_image(docker_client)
+    h = hashlib.sha256(base.encode())
+    for rel in sorted(files):
+        h.update(rel.encode() + files[rel].encode())
+    h.update(Path(images.__file__).read_bytes())
+    tag = f"cwm-test-{name}:{h.hexdigest()[:12]}"
+    try:
+        docker_client.images.get(tag)
+    except Exception:  # noqa: BLE001 - not built yet
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        images.build_image(docker_client, root, tag, base=base, log=lambda _: None)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def mixed_image(docker_client, tmp_path_factory) -> str:
+    """A fixture repository with passing, failing, skipped and erroring tests, and tests that pass only inside its
+    image's venv and sandbox (non-root, no network)."""
+    return build_tagged(docker_client, MIXED_FILES, "mixed", tmp_path_factory.mktemp("mixed") / "mixed")
