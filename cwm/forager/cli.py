@@ -4,6 +4,7 @@
     cwm-forager build-image REPO --tag NAME [--base IMAGE]
     cwm-forager tasks IMAGE --kind mutate-fix -n 20 -o tasks.jsonl [--seed 0] [--workers 2]
     cwm-forager tasks IMAGE --kind issue-fix --repo REPO -n 5 -o tasks.jsonl
+    cwm-forager tasks --kind pr-history --repo REPO -n 50 -o tasks.jsonl   # offline (SWE-RL): no image
     cwm-forager collect tasks.jsonl --policy oracle --workers 2 -o runs/traj
     cwm-forager collect tasks.jsonl --policy openai --base-url http://localhost:8000/v1 --model NAME -o DIR
     cwm-forager sweep            # remove containers left by dead collectors
@@ -40,6 +41,10 @@ def cmd_build_image(args) -> int:
 
 
 def cmd_tasks(args) -> int:
+    if args.kind == "pr-history":
+        return _pr_history_tasks(args)
+    if not args.image:
+        raise TaskError(f"--kind {args.kind} needs the repository IMAGE (cwm-forager build-image REPO --tag IMAGE)")
     if args.sandbox == "docker":
         dc = images.client()
         sweep_containers(dc)
@@ -65,6 +70,23 @@ def cmd_tasks(args) -> int:
         tasks = generate_issue_fix(args.repo, args.image, open_sandbox=new_sandbox, n=args.n)
     write_tasks(tasks, args.output)
     print(f"{len(tasks)} {args.kind} tasks -> {args.output}")
+    return 0 if tasks else 1
+
+
+def _pr_history_tasks(args) -> int:
+    from pathlib import Path
+
+    from cwm.forager.tasks import generate_pr_history, require_history
+    if not args.repo:
+        raise TaskError("--kind pr-history needs --repo DIR: the git repository whose history is mined")
+    require_history(Path(args.repo).resolve())
+    with Progress(TextColumn("[bold]pr-history"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[tried]} commits read"), console=Console(stderr=True)) as bar:
+        job = bar.add_task("tasks", total=args.n, tried=0)
+        tasks = generate_pr_history(args.repo, n=args.n, max_files=args.max_files, include=args.include,
+                                    progress=lambda kept, tried: bar.update(job, completed=kept, tried=tried))
+    write_tasks(tasks, args.output)
+    print(f"{len(tasks)} pr-history tasks -> {args.output}")
     return 0 if tasks else 1
 
 
@@ -128,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--workers", type=int, default=2)
 
     t = sub.add_parser("tasks", help="generate validated tasks from a repository image")
-    t.add_argument("image")
+    t.add_argument("image", nargs="?", help="repository image (not for --kind pr-history)")
     t.add_argument("--kind", choices=KINDS, default="mutate-fix")
+    t.add_argument("--max-files", type=int, default=4, help="pr-history: most files a commit may touch")
+    t.add_argument("--include", help="pr-history: regex every touched path must match, e.g. '\\.py$'")
     t.add_argument("-n", type=int, default=10)
     t.add_argument("-o", "--output", required=True)
     t.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,10 @@ never shown to the agent (an issue fix's new tests), `fix_files` are what the or
   tasks (the same function, the same failing tests, nearly the same diff) are dropped.
 - issue-fix: commits of a git history that change both code and tests, kept when the parent's code fails the
   fix's tests and the fix passes them.
+- pr-history: commits of a git history as offline tasks (SWE-RL), no image and nothing run: the commit message is
+  the issue text, the touched files at the parent are the context (`start_files`), the commit's versions of them
+  are the oracle (`fix_files`). Kept when the oracle can be written as SEARCH/REPLACE edit blocks
+  (`cwm/data/edits.py`) that reproduce it exactly, so the oracle answer always scores 1.0.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from cwm.forager import mutate
 from cwm.forager.sandbox import Sandbox, SandboxError
 from cwm.forager.testrun import TestRun
 
-KINDS = ("mutate-fix", "issue-fix")
+KINDS = ("mutate-fix", "issue-fix", "pr-history")
 TEST_PATH = re.compile(r"(^|/)(tests?|testing)/|(^|/)test_[^/]*\.py$|_test\.py$|(^|/)conftest\.py$")
 SKIP_PATH = re.compile(r"(^|/)(docs?|examples?|benchmarks?|scripts?|setup\.py$|noxfile\.py$|_version\.py$)")
 
@@ -310,4 +314,72 @@ def generate_issue_fix(repo_dir: str | Path, image: str, *, open_sandbox: Callab
                               statement=statement_from_failures(repo.name, broken, f2p, intro),
                               fail_to_pass=f2p, pass_to_pass=p2p, mutation=None,
                               start_files=start, fix_files=fix, test_files=test_files))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------------- pr-history
+
+def require_history(repo: Path) -> None:
+    """TaskError (one line) unless `repo` is a git work tree with at least one commit."""
+    if not repo.is_dir():
+        raise TaskError(f"{repo}: no such directory; pass --repo the root of a git clone")
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        inside = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True, text=True)
+        why = "a git repository without commits" if inside.returncode == 0 else "not a git repository"
+        raise TaskError(f"{repo}: {why}; pr-history tasks are mined from commits: point --repo at a clone "
+                        f"with its history (not a copy without .git, nor a shallow export)")
+
+
+def _blob(repo: Path, commit: str, path: str, max_bytes: int) -> str | None:
+    """The text of `path` at `commit`; None when absent. ValueError when binary, not UTF-8 or over max_bytes."""
+    proc = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    data = proc.stdout
+    if len(data) > max_bytes or b"\0" in data:
+        raise ValueError(f"{path} is binary or larger than {max_bytes} bytes")
+    return data.decode("utf-8")
+
+
+def generate_pr_history(repo_dir: str | Path, *, n: int = 10, max_commits: int = 500, max_files: int = 4,
+                        max_file_bytes: int = 20000, include: str | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list[Task]:
+    """Up to `n` offline pr-history tasks from `repo_dir`'s non-merge commits, newest first.
+
+    A commit is kept when it has a parent and a message, touches 1..max_files files (renames count as a delete
+    and an add; `include` is a regex the paths must match, e.g. `\\.py$`), every touched file is UTF-8 text of
+    at most max_file_bytes on both sides, and its change round-trips through edit blocks."""
+    from cwm.data.edits import oracle_answer
+
+    repo = Path(repo_dir).resolve()
+    require_history(repo)
+    pattern = re.compile(include) if include else None
+    tasks: list[Task] = []
+    log = _git(repo, "log", "--no-merges", f"-n{max_commits}", "--format=%H %P").splitlines()
+    for tried, line in enumerate(log, 1):
+        if len(tasks) >= n:
+            break
+        if progress:
+            progress(len(tasks), tried)
+        parts = line.split()
+        if len(parts) != 2:
+            continue  # the root commit (no parent to start from)
+        commit, parent = parts
+        paths = [p for p in _git(repo, "diff", "--no-renames", "--name-only", parent, commit).splitlines() if p]
+        if not paths or len(paths) > max_files or (pattern and not all(pattern.search(p) for p in paths)):
+            continue
+        try:
+            start = {p: _blob(repo, parent, p, max_file_bytes) for p in paths}
+            fix = {p: _blob(repo, commit, p, max_file_bytes) for p in paths}
+        except (ValueError, UnicodeDecodeError):
+            continue
+        message = _git(repo, "log", "-1", "--format=%B", commit).strip()
+        if not message or oracle_answer(start, fix) is None:
+            continue
+        body = {"kind": "pr-history", "repo": repo.name, "commit": commit}
+        tasks.append(Task(id=record_key(body), kind="pr-history", repo=repo.name, commit=parent, image="",
+                          statement=message, fail_to_pass=[], pass_to_pass=[], mutation=None,
+                          start_files=start, fix_files=fix))
     return tasks

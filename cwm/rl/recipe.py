@@ -27,13 +27,16 @@ from cwm.rl.rollout import RolloutConfig
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "data_recipes"
 
 
+ENV_KINDS = ("output_prediction", "codegen", "swe", "swe_rl", "bugfixer", "testwriter")
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the key and what to do."""
 
 
 @dataclass
 class EnvSpec:
-    kind: str                        # output_prediction | codegen | swe
+    kind: str                        # output_prediction | codegen | swe | swe_rl | bugfixer | testwriter
     weight: float = 1.0              # how often a group is drawn from this environment
     shards: str | None = None        # output_prediction: trace shards (dir, .tar or glob)
     tasks: str | None = None         # codegen: tasks .jsonl; swe: a forager task file or folder
@@ -42,6 +45,8 @@ class EnvSpec:
     memory_mb: int = 512             # codegen: per check
     max_steps: int = 128             # swe: tool calls per episode (CWM: 128 turns)
     required: bool = True            # false: when the env cannot be set up (no Docker, no tasks) skip it, saying why
+    reward: dict | None = None       # swe_rl/bugfixer/testwriter: a RewardSpec mapping (cwm/rl/rewards.py), e.g.
+    #                                  {mode: similarity} | {mode: tests_then_similarity, tau: 0.5}
 
 
 @dataclass
@@ -104,8 +109,8 @@ def load_recipe(name: str, overrides: list[str] = ()) -> RLRecipe:
     if not recipe.envs:
         raise RecipeError(f"recipe {path}: no envs; add e.g. `envs: [{{kind: output_prediction, shards: DIR}}]`")
     for env in recipe.envs:
-        if env.kind not in ("output_prediction", "codegen", "swe"):
-            raise RecipeError(f"recipe {path}: env kind '{env.kind}' unknown; use output_prediction, codegen or swe")
+        if env.kind not in ENV_KINDS:
+            raise RecipeError(f"recipe {path}: env kind '{env.kind}' unknown; use {', '.join(ENV_KINDS)}")
     return recipe
 
 

@@ -66,6 +66,14 @@ def _build_env(spec: EnvSpec) -> EnvFactory:
             raise RecipeError("env codegen: set `tasks:` to a .jsonl file of {id, prompt, entry, tests}")
         return CodeGenTasks(load_tasks(spec.tasks)[:spec.limit],
                             Limits(timeout_s=spec.timeout_s, memory_mb=spec.memory_mb, max_procs=32))
+    if spec.kind in ("swe_rl", "bugfixer"):
+        from cwm.rl.envs.swe_rl import EditAnswerTasks
+
+        return EditAnswerTasks.from_spec(spec, name=spec.kind)
+    if spec.kind == "testwriter":
+        from cwm.rl.envs.testwriter import TestWriterTasks
+
+        return TestWriterTasks.from_spec(spec)
     from cwm.rl.envs.swe import SWETasks
 
     return SWETasks.from_spec(spec)
