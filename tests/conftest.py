@@ -12,3 +12,27 @@ def docker_client():
         return images.client()
     except images.ImageError as exc:
         pytest.skip(f"no Docker engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def vllm_server_for():
+    """`vllm_server_for(model_dir, **kw)`: a started `cwm.serving.vllm.VLLMServer`, one per (folder, options) for the
+    whole session (start-up costs a minute or two here), all stopped at the session's end. Skips, saying why,
+    where vLLM cannot be had (its venv cannot be built: no registry)."""
+    from cwm.serving.vllm import VLLMServer, VLLMUnavailable, vllm_python
+
+    servers: dict = {}
+
+    def get(model_dir, **kw):
+        key = (str(model_dir), tuple(sorted(kw.items())))
+        if key not in servers:
+            try:
+                vllm_python()
+            except VLLMUnavailable as exc:
+                pytest.skip(f"vLLM unavailable: {exc}")
+            servers[key] = VLLMServer(model_dir, **kw).start()
+        return servers[key]
+
+    yield get
+    for server in servers.values():
+        server.stop()
