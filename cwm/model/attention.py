@@ -69,6 +69,11 @@ def packed_attention_forward(
         if not torch.equal(cu_seq_lens_k, cu_seq_lens_q):
             raise ValueError(f"{NAME} attention is self-attention: cu_seq_lens_q and cu_seq_lens_k must match")
     batch, num_q_heads, seq, head_dim = query.shape
+    cp_shard = kwargs.get("cp_shard")  # a cwm.model.context_parallel.CPShard: this rank's share of a CP-split row
+    if cp_shard is not None:
+        q, k, v = (x.transpose(1, 2).reshape(seq, x.shape[1], head_dim) for x in (query, key, value))
+        out = cp_shard.attention(q, k, v, sliding_window, scaling, backend=BACKEND)
+        return out.reshape(batch, seq, num_q_heads, head_dim), None
     if cu_seq_lens_q is not None:
         cu = cu_seq_lens_q.to(torch.int32)
         max_len = int(max_length_q) if max_length_q is not None else int((cu[1:] - cu[:-1]).max())
