@@ -416,5 +416,5 @@ class CodeInfo:
             lines, index = found
             if 0 <= index < len(lines):
                 lines = lines[:index] + [lines[index] + marker] + lines[index + 1:]
-            self._context = "\n".join(lines)
+            self._context = "\n".join(lines) + "\n"   # ends as the source does: with its newline
         return self._context

@@ -52,24 +52,62 @@ def document_rng(seed: int, source: Source, key: str, epoch: int) -> random.Rand
     return random.Random(f"{seed}/{source.name}/{key}/{epoch}")
 
 
+class Structure(str):
+    """Document text a renderer put there as structure (a trace's separators, a chat header): the special-token
+    strings in it become their single ids. Every other piece of text is content (a value, a source line, a tool's
+    output, a code file) and is encoded with special-token recognition off, so no content can forge structure."""
+    __slots__ = ()
+
+
 def render_pieces(source: Source, record, rng: random.Random) -> list[tuple[str, bool]]:
-    """A record as (text, in_loss) pieces, in order; concatenated they are the document's text."""
+    """A record as (text, in_loss) pieces, in order; concatenated they are the document's text. A piece whose text
+    is a `Structure` holds the renderer's special tokens; any other text is content (see `tokenize_pieces`)."""
     if source.kind == "trace":
-        from tracer.format import render_trace
+        from tracer.format import trace_segments
 
-        return [(render_trace(step_in(record, source.trace.depth, source.trace.step_in_prob, rng)), True)]
+        record = step_in(record, source.trace.depth, source.trace.step_in_prob, rng)
+        return [(Structure(text) if is_token else text, True) for text, is_token in trace_segments(record)]
     if source.kind == "trajectory":
-        from cwm.forager.render import trajectory_segments
-
         mask_observations = rng.random() < source.observation_mask_prob
         return [(text, not (is_observation and mask_observations))
-                for text, is_observation in trajectory_segments(record)]
+                for text, is_observation in trajectory_pieces(record)]
     if source.kind == "text":
         return [(record, True)]
     value = record.get(source.text_key) if isinstance(record, dict) else None
     if not isinstance(value, str):
         raise ValueError(f"source {source.name}: record has no string field '{source.text_key}'")
     return [(value, True)]
+
+
+def trajectory_pieces(record: dict) -> list[tuple[str, bool]]:
+    """(text, is_observation) pieces of a trajectory's chat document, its messages' contents apart from the
+    renderer's text (`Structure`): whatever renders the chat format, it is asked to render the record with each
+    content replaced by a stand-in that occurs nowhere else, and the real contents are put back where the
+    stand-ins came out. A tool observation holding `<|eot_id|>` stays text."""
+    from cwm.forager.render import trajectory_segments
+
+    messages = record["messages"]
+    mark = _stand_in_mark(messages)
+    stand_in = {**record, "messages": [{**m, "content": f"{mark}{i}{mark}"} for i, m in enumerate(messages)]}
+    pieces: list[tuple[str, bool]] = []
+    for text, is_observation in trajectory_segments(stand_in):
+        for j, part in enumerate(text.split(mark)):
+            if j % 2:
+                content = messages[int(part)]["content"]
+                if content:
+                    pieces.append((content, is_observation))
+            elif part:
+                pieces.append((Structure(part), is_observation))
+    return pieces
+
+
+def _stand_in_mark(messages: list[dict]) -> str:
+    """A private-use character that no message holds (content or any other field)."""
+    seen = "".join(str(v) for m in messages for v in m.values())
+    for code in range(0xE000, 0xF900):
+        if chr(code) not in seen:
+            return chr(code)
+    raise ValueError("a trajectory holds every private-use character: no stand-in mark is left")
 
 
 def step_in(record: dict, depth: int, prob: float, rng: random.Random) -> dict:
@@ -99,16 +137,72 @@ def step_in(record: dict, depth: int, prob: float, rng: random.Random) -> dict:
 
 
 def tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
-    """Token ids and loss mask of a document: BOS, the pieces, EOS (the end of a trace or file is predicted)."""
+    """Token ids and loss mask of a document: BOS, the pieces, EOS (the end of a trace or file is predicted).
+
+    Content (any text but a `Structure`) is encoded with special-token recognition off, as CWM's tokenizer encodes
+    everything but the structure it adds (`encode_ordinary`): a special-token string inside a value, a source line
+    or a tool observation becomes ordinary tokens. A `Structure` piece that is exactly one special token is that
+    token's id. Pieces are encoded one by one (each a batch call), so no token spans two pieces, as in CWM's demo.
+    """
+    special = _special_ids(tokenizer)
+    encoded: list = [None] * len(pieces)
+    content, markup = [], []
+    for i, (text, _) in enumerate(pieces):
+        if type(text) is Structure:
+            token = special.get(text)
+            if token is not None:
+                encoded[i] = [token]
+            else:
+                markup.append(i)
+        else:
+            content.append(i)
+    for indices, split in ((content, True), (markup, False)):
+        if indices:
+            batch = tokenizer([str(pieces[i][0]) for i in indices], add_special_tokens=False,
+                              split_special_tokens=split)["input_ids"]
+            for i, piece in zip(indices, batch):
+                encoded[i] = piece
     ids = [tokenizer.bos_token_id]
     mask = [False]
-    for text, in_loss in pieces:
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for (_, in_loss), piece in zip(pieces, encoded):
         ids.extend(piece)
         mask.extend([in_loss] * len(piece))
     ids.append(tokenizer.eos_token_id)
     mask.append(True)
     return ids, mask
+
+
+def _special_ids(tokenizer) -> dict[str, int]:
+    """{special-token string: id} of the tokenizer's added tokens (kept on the tokenizer object)."""
+    found = getattr(tokenizer, "_cwm_special_ids", None)
+    if found is None:
+        found = {t: i for t, i in tokenizer.get_added_vocab().items()}
+        try:
+            tokenizer._cwm_special_ids = found
+        except AttributeError:
+            pass
+    return found
+
+
+def trace_segments_from_ids(tokenizer, ids: list[int]) -> list[tuple[str, bool]]:
+    """Token ids of a trace (a model's output, a tokenized document) as `tracer.format.parse_trace` segments:
+    structure only where a trace token's id stands, the ids between decoded as content."""
+    from tracer.format import TRACE_TOKENS
+
+    by_id = {i: t for t, i in _special_ids(tokenizer).items() if t in TRACE_TOKENS}
+    segments: list[tuple[str, bool]] = []
+    run: list[int] = []
+    for token in ids:
+        if token in by_id:
+            if run:
+                segments.append((tokenizer.decode(run), False))
+                run = []
+            segments.append((by_id[token], True))
+        elif token not in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+            run.append(token)
+    if run:
+        segments.append((tokenizer.decode(run), False))
+    return segments
 
 
 def iter_heldout(source: Source) -> Iterator[tuple[str, object]]:
