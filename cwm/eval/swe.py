@@ -1,0 +1,96 @@
+"""SWE tasks: ForagerAgent tasks (`cwm-forager tasks IMAGE -o TASKS.jsonl`, DESIGN §4) solved by the agent in
+Docker, n episodes per task; a task's episode is resolved when every fail-to-pass and pass-to-pass test passes
+after submit. Reported: the resolution rate (mean over tasks of resolved episodes / n) and pass@k over the n.
+
+The episode is the forager's own (`cwm.forager.agent.run_episode`: system prompt, text tool calls, bash/edit/
+create/submit in a fresh container, `score` on submit); this module only picks the policy for the backend:
+`--model DIR` -> the forager's `HFPolicy` on the loaded model, `--base-url` -> `OpenAIPolicy` (chat completions),
+`oracle` -> `OraclePolicy` (replays the task's known fix), `wrong` -> `NoopPolicy` (submits at once).
+"""
+from __future__ import annotations
+
+from cwm.eval.backends import BackendError, HFBackend, OpenAIBackend, OracleBackend, SamplingParams, WrongBackend
+from cwm.eval.harness import EvalInputError, pass_at_k_table
+
+FORMAT = "forager task records (`cwm-forager tasks IMAGE -o TASKS.jsonl`)"
+
+
+def load_examples(path) -> list[dict]:
+    from cwm.forager.tasks import TaskError, load_tasks
+
+    try:
+        tasks = load_tasks(path)
+    except FileNotFoundError:
+        raise EvalInputError(f"{path}: no such file; expected {FORMAT}") from None
+    except TaskError as e:
+        raise EvalInputError(str(e)) from None
+    return [{"id": t.id, "task": t} for t in tasks]
+
+
+def policy_for(backend, params: SamplingParams):
+    from cwm.forager.policies import HFPolicy, NoopPolicy, OpenAIPolicy, OraclePolicy
+
+    if isinstance(backend, OracleBackend):
+        return OraclePolicy()
+    if isinstance(backend, WrongBackend):
+        return NoopPolicy()
+    if isinstance(backend, HFBackend):
+        return HFPolicy(backend.model, backend.tokenizer, max_new_tokens=params.max_tokens,
+                        temperature=params.temperature, device=backend.device)
+    if isinstance(backend, OpenAIBackend):
+        return OpenAIPolicy(backend.base_url, backend.model_name, temperature=params.temperature,
+                            max_reply_tokens=params.max_tokens)
+    raise BackendError(f"backend {backend.name} cannot drive the SWE agent")
+
+
+class SWE:
+    name = "swe"
+
+    def __init__(self, max_turns: int = 32, bash_timeout_s: float = 120.0, test_timeout_s: float = 900.0):
+        self.max_turns, self.bash_timeout_s, self.test_timeout_s = max_turns, bash_timeout_s, test_timeout_s
+        self._dc = None
+
+    def settings(self) -> dict:
+        return {"max_turns": self.max_turns}
+
+    def default_params(self) -> dict:
+        return {"max_tokens": 1024}
+
+    def _docker(self):
+        if self._dc is None:
+            from cwm.forager import images
+            from cwm.forager.sandbox import sweep_containers
+
+            try:
+                self._dc = images.client()
+            except images.ImageError as e:
+                raise BackendError(f"swe: needs a Docker engine ({e}); start one") from None
+            sweep_containers(self._dc)
+        return self._dc
+
+    def run(self, backend, examples: list[dict], params: SamplingParams) -> list[dict]:
+        from cwm.forager.agent import EpisodeConfig, run_episode
+        from cwm.forager.sandbox import open_sandbox
+
+        dc = self._docker()
+        cfg = EpisodeConfig(max_turns=self.max_turns, bash_timeout_s=self.bash_timeout_s,
+                            test_timeout_s=self.test_timeout_s)
+        rows = []
+        for ex in examples:
+            episodes = []
+            for _ in range(params.n):
+                policy = policy_for(backend, params)
+                record = run_episode(ex["task"], policy, lambda t: open_sandbox("docker", image=t.image, dc=dc),
+                                     cfg)
+                episodes.append({"reward": record["reward"], "outcome": record["outcome"],
+                                 "turns": record["stats"].get("turns"), "patch": record["patch"]})
+            correct = sum(e["reward"] > 0 for e in episodes)
+            rows.append({"id": ex["id"], "prompt": ex["task"].statement, "answer": episodes[0]["patch"],
+                         "episodes": episodes, "correct": correct, "n": len(episodes),
+                         "score": correct / len(episodes)})
+        return rows
+
+    def summary(self, rows: list[dict]) -> dict:
+        return {"resolved": sum(r["score"] for r in rows) / max(len(rows), 1),
+                "sandbox_errors": sum(e["outcome"] == "sandbox_error" for r in rows for e in r["episodes"]),
+                **pass_at_k_table([(r["n"], r["correct"]) for r in rows])}
