@@ -24,7 +24,7 @@ from cwm.tracing.run import RUN_LOG, RunStats, trace_units
 from cwm.tracing.target import TraceInputError, probe_python
 from cwm.tracing.units import discover_tests, read_function_units, untraced_src_packages
 
-SUBCOMMANDS = ("functions", "render")
+SUBCOMMANDS = ("functions", "render", "tasks")
 
 
 def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None:
@@ -63,12 +63,16 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                                         description='Trace entry(input) for every {"code", "entry", "input"} line.')
     functions.add_argument("file", type=Path, help="JSONL file; entry defaults to f, input to no arguments")
     _trace_options(functions, repository=False)
+    tasks = argparse.ArgumentParser(prog="cwm-trace tasks", description="Trace each forager task's fail-to-pass "
+                                    "tests in its image on the buggy and on the fixed code (origin: task, side).")
+    tasks.add_argument("file", type=Path, help="a tasks file written by `cwm-forager tasks`")
+    _trace_options(tasks, repository=False)
     render = argparse.ArgumentParser(prog="cwm-trace render", description="Print a sample in the CWM trace format.")
     render.add_argument("source", help="a shard directory, a .tar shard or a glob")
     which = render.add_mutually_exclusive_group()
     which.add_argument("--key", help="the sample to print (without either option: list the samples)")
     which.add_argument("--first", action="store_true", help="print the first sample")
-    return {"repo": repo, "functions": functions, "render": render}
+    return {"repo": repo, "functions": functions, "render": render, "tasks": tasks}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "render":
             return render(args)
+        if command == "tasks":
+            return trace_tasks_command(args)
         return trace(args, command)
     except TraceInputError as e:
         print(f"cwm-trace: error: {e}", file=sys.stderr)
@@ -154,6 +160,39 @@ def trace(args: argparse.Namespace, command: str) -> int:
                         server_class=server_class, root_in_server=root_in_server)
     print_summary(stats, args.out, target.version, kind="tests" if command == "repo" else "functions")
     return 130 if stats.interrupted else 0
+
+
+def trace_tasks_command(args: argparse.Namespace) -> int:
+    from cwm.forager.tasks import TaskError, load_tasks
+    from cwm.tracing.run import merged_stats
+    from cwm.tracing.tasks import trace_tasks
+
+    _check_numbers(args)
+    if not args.file.is_file():
+        raise TraceInputError(f"{args.file}: no such file; give a tasks file written by `cwm-forager tasks`")
+    try:
+        tasks = load_tasks(args.file)
+    except TaskError as e:
+        raise TraceInputError(str(e)) from None
+    console = Console(stderr=True)
+    options = TraceOptions(timeout_s=args.timeout, memory_mb=args.memory_mb, max_procs=args.max_procs,
+                           depth=args.depth, max_frames=args.max_frames, max_episodes=args.max_episodes,
+                           max_bytes=args.max_bytes, value_budget=args.value_budget)
+    _make_out(args.out)
+    runs = trace_tasks(tasks, out_dir=args.out, options=options, workers=args.workers,
+                       shard_samples=args.shard_samples, console=console)
+    stats = merged_stats(runs)
+    print_summary(stats, args.out, "image's", kind="task tests")
+    return 130 if stats.interrupted else 0
+
+
+def _make_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise TraceInputError(f"-o {out}: exists and is not a directory; name a directory for the shards")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TraceInputError(f"-o {out}: cannot create it ({e.strerror}); name a writable directory") from None
 
 
 def _select(units, globs: list[str], where) -> list:

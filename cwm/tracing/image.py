@@ -15,12 +15,12 @@ editable install imports the code being traced.
 """
 from __future__ import annotations
 
-import io
+import base64
 import json
+import shlex
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -68,26 +68,29 @@ class ImageTarget:
             code, out = container.exec_run(["bash", "-c", f"cp -r {images.SOURCE_DIR}/. {REPO}/"], user=images.AGENT)
             if code != 0:
                 raise RuntimeError(f"preparing {REPO} in {self.image} failed: {out.decode(errors='replace')[-500:]}")
-            if self.files:
-                container.put_archive(REPO, _overlay_tar({p: c for p, c in self.files.items() if c is not None}))
-                deleted = [p for p, c in self.files.items() if c is None]
-                if deleted:
-                    container.exec_run(["rm", "-f", "--", *deleted], user=images.AGENT, workdir=REPO)
+            for path, content in self.files.items():
+                _write_file(container, path, content)
         except BaseException:
             container.remove(force=True)
             raise
         return container
 
 
-def _overlay_tar(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, text in files.items():
-            data = text.encode()
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mode, ti.uid, ti.gid = len(data), 0o644, images.AGENT_UID, images.AGENT_UID
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
+def _write_file(container, path: str, content: str | None) -> None:
+    """Write (None: delete) one file under /repo through exec: the engine refuses archives into a container whose
+    root is read-only, even onto its tmpfs."""
+    q = shlex.quote(path)
+    if content is None:
+        commands = [f"rm -f -- {q}"]
+    else:
+        data = base64.b64encode(content.encode()).decode()
+        commands = [f"mkdir -p -- \"$(dirname -- {q})\" && : > {q}"]
+        commands += [f"printf %s {data[i:i + 65536]} | base64 -d >> {q}" for i in range(0, len(data), 65536)]
+    for command in commands:
+        code, out = container.exec_run(["bash", "-c", command], user=images.AGENT, workdir=REPO)
+        if code != 0:
+            raise RuntimeError(f"writing {path} in a container of {container.image} failed: "
+                               f"{out.decode(errors='replace')[-300:]}")
 
 
 def docker_client():
@@ -109,12 +112,7 @@ def probe_and_collect(dc, target: ImageTarget, options: TraceOptions) -> tuple[T
     """The image's interpreter (version, pytest) and its tests, collected in a container of the image."""
     container = target.run_container(dc, options, {})
     try:
-        code, out = container.exec_run([PYTHON, "-c", _PROBE], user=images.AGENT)
-        words = out.decode(errors="replace").split()
-        if code != 0 or len(words) != 4 or words[0] != "cwm-probe":
-            raise TraceInputError(f"--image {target.image}: {PYTHON} does not run there; rebuild the image with "
-                                  "`cwm-forager build-image`")
-        python = TargetPython(PYTHON, words[2], None if words[3] == "-" else words[3])
+        python = _probe(container, target.image)
         cmd = ["timeout", "-s", "KILL", str(int(COLLECT_TIMEOUT_S)), PYTHON, "-m", "pytest", "--collect-only", "-q",
                "-p", "no:cacheprovider", "--continue-on-collection-errors", "--rootdir", REPO]
         result = container.exec_run(cmd, user=images.AGENT, workdir=REPO, demux=True,
@@ -123,6 +121,24 @@ def probe_and_collect(dc, target: ImageTarget, options: TraceOptions) -> tuple[T
         units, note = units_from_collection(f"{target.image}:{REPO}", stdout, stderr, result.exit_code,
                                             result.exit_code == 137)
         return python, units, note
+    finally:
+        container.remove(force=True)
+
+
+def _probe(container, image: str) -> TargetPython:
+    code, out = container.exec_run([PYTHON, "-c", _PROBE], user=images.AGENT)
+    words = out.decode(errors="replace").split()
+    if code != 0 or len(words) != 4 or words[0] != "cwm-probe":
+        raise TraceInputError(f"--image {image}: {PYTHON} does not run there; rebuild the image with "
+                              "`cwm-forager build-image`")
+    return TargetPython(PYTHON, words[2], None if words[3] == "-" else words[3])
+
+
+def probe_image(dc, target: ImageTarget, options: TraceOptions) -> TargetPython:
+    """The image's interpreter: its version and pytest's."""
+    container = target.run_container(dc, options, {})
+    try:
+        return _probe(container, target.image)
     finally:
         container.remove(force=True)
 

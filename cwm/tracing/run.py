@@ -55,6 +55,21 @@ class RunStats:
             self.first_death = f"{result.unit.group}: {result.status} ({result.detail})"
 
 
+def merged_stats(runs: list[RunStats]) -> RunStats:
+    """The stats of several runs (one per task side, one per corpus item) as one."""
+    total = RunStats()
+    for r in runs:
+        for name in ("units", "units_resumed", "units_run", "traces", "frames", "bytes"):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+        for name in ("outcomes", "statuses", "resumed_statuses"):
+            getattr(total, name).update(getattr(r, name))
+        total.wall_s += r.wall_s
+        total.isolation = total.isolation or r.isolation
+        total.first_death = total.first_death or r.first_death
+        total.interrupted = total.interrupted or r.interrupted
+    return total
+
+
 def sample_key(group: str, index: int) -> str:
     """A record's key: its unit and its place in that unit's output. Content hashes would not do: reprs such as
     `<Cart object at 0x7f..>` differ from run to run, and a rerun of a unit must produce the same keys."""

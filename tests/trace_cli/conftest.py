@@ -73,3 +73,27 @@ def mixed_image(docker_client, tmp_path_factory) -> str:
     """A fixture repository with passing, failing, skipped and erroring tests, and tests that pass only inside its
     image's venv and sandbox (non-root, no network)."""
     return build_tagged(docker_client, MIXED_FILES, "mixed", tmp_path_factory.mktemp("mixed") / "mixed")
+
+
+@pytest.fixture(scope="session")
+def shop_image(docker_client, tmp_path_factory) -> str:
+    """examples/shop (the demo repository) as a forager image."""
+    files = {str(p.relative_to(SHOP)): p.read_text() for p in sorted(SHOP.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")}
+    return build_tagged(docker_client, files, "shop", tmp_path_factory.mktemp("shop") / "shop")
+
+
+@pytest.fixture(scope="session")
+def shop_tasks(docker_client, shop_image, tmp_path_factory) -> Path:
+    """Three validated mutate-fix tasks of examples/shop, written as `cwm-forager tasks` writes them."""
+    from cwm.forager import images
+    from cwm.forager.sandbox import DockerSandbox
+    from cwm.forager.tasks import generate_mutate_fix, write_tasks
+
+    info = images.image_info(docker_client, shop_image)
+    tasks = generate_mutate_fix(shop_image, info.repo, info.commit, info.passing, 3, seed=0, workers=2,
+                                open_sandbox=lambda: DockerSandbox(shop_image, dc=docker_client))
+    assert len(tasks) == 3
+    path = tmp_path_factory.mktemp("tasks") / "tasks.jsonl"
+    write_tasks(tasks, path)
+    return path
