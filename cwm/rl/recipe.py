@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cwm.train import OptimConfig
+from cwm.rl.curriculum import CurriculumConfig
 from cwm.rl.grpo import GRPOConfig
 from cwm.rl.rollout import RolloutConfig
 
@@ -77,6 +78,7 @@ class RLRecipe:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     envs: list[EnvSpec] = field(default_factory=list)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # off: shuffled cycle of tasks
 
 
 def resolve(name: str) -> Path:

@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script by torchrun: make `cwm` importa
 import torch
 import torch.distributed as dist
 
+from cwm.rl.curriculum import CurriculumSampler, make_sampler
 from cwm.rl.env import EnvFactory
 from cwm.rl.generate import DiskWeightPush, LocalGenerator, ServerGenerator
 from cwm.rl.learner import backward_batch, select
@@ -195,7 +196,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     optimizer = build_optimizer(model, recipe.optim, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.optim, recipe.steps))
     factories, weights = build_envs(recipe.envs, say=print if rank == 0 else (lambda *a: None))
-    sampler = TaskSampler(factories, weights, seed=recipe.seed + rank)
+    sampler = make_sampler(factories, weights, recipe.seed + rank, recipe.curriculum, recipe.group_size)
 
     start = 0
     last = checkpoint.latest(out / "checkpoints")
@@ -227,6 +228,11 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             void = [t for t in fresh if t.info.get("outcome") in VOID_OUTCOMES]
             fresh = [t for t in fresh if t.info.get("outcome") not in VOID_OUTCOMES]
             batch = select(fresh, recipe.grpo)
+            extra = {}  # issue 22's switches: what each did this step
+            if isinstance(sampler, CurriculumSampler):  # void episodes say nothing about the task's difficulty
+                sampler.update([(t.env, t.task, t.passed) for t in fresh + stale]
+                               + [(t.env, t.task, None) for t in void])
+                extra.update(sampler.step_metrics())
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and mesh is None):
                 totals = backward_batch(model, batch, recipe.grpo, pad_id=tokenizer.pad_token_id,
@@ -248,7 +254,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             if rank == 0:
                 m = {"step": step + 1, **step_metrics(rows, totals), "grad_norm": grad_norm,
                      "lr": scheduler.get_last_lr()[0], "rollout_wait_s": round(t1 - t0, 3),
-                     "learn_s": round(time.monotonic() - t1, 3)}
+                     "learn_s": round(time.monotonic() - t1, 3), **extra}
                 log.write(json.dumps(m) + "\n")
                 log.flush()
                 if progress:

@@ -1,0 +1,126 @@
+"""Experiments of issue 22's proofs, shared by tests/rl/test_*.py (asserted) and benchmarks/test_rl_signal.py
+(the figures over more seeds): a curriculum learning run on a mixed task family."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from rl_helpers import chat_texts, function_records, small_tokenizer, tiny_model
+from cwm.rl.env import finished
+from cwm.rl.envs.output_prediction import OutputPredictionEnv, task_from_record
+
+
+class _FixedVerdictEnv(OutputPredictionEnv):
+    """An output-prediction prompt whose check ignores the reply: a task the policy always passes (its tests
+    are vacuous) or never passes (its expected value cannot be written in the reply budget)."""
+
+    def __init__(self, task, verdict: bool):
+        super().__init__(task)
+        self.verdict = verdict
+
+    def step(self, action):
+        return finished(self.verdict)
+
+
+class _DigitCheckEnv(OutputPredictionEnv):
+    """A learnable task: its check accepts any one-digit answer (as a test that checks only the type and range
+    of a value would). An untrained policy passes it about 10 times in 64, so its groups carry signal at once."""
+
+    def step(self, action):
+        return finished(action.strip() in DIGITS)
+
+
+DIGITS = tuple("0123456789")
+
+
+class MixedTasks:
+    """One environment family: `always` always-solved tasks, `never` never-solved ones and the learnable ones
+    (write any digit), in a fixed shuffled order."""
+
+    name = OutputPredictionEnv.name   # what its episodes report as Trajectory.env
+
+    def __init__(self, always: int = 8, never: int = 8, learnable: int = 4, answer: int = 7, seed: int = 0):
+        import random
+
+        source = f"def f(x):\n    return {answer}\n"
+        records = function_records(source, "f", list(range(always + never + learnable)))
+        tasks = [task_from_record(r) for r in records]
+        kinds = ["always"] * always + ["never"] * never + ["learnable"] * learnable
+        random.Random(seed).shuffle(kinds)
+        self.items = list(zip(kinds, tasks))
+        self.answer = answer
+
+    def __len__(self):
+        return len(self.items)
+
+    def make(self, index):
+        kind, task = self.items[index % len(self.items)]
+        if kind == "learnable":
+            return _DigitCheckEnv(task)
+        return _FixedVerdictEnv(task, kind == "always")
+
+    def indices(self, kind: str) -> list[int]:
+        return [i for i, (k, _) in enumerate(self.items) if k == kind]
+
+
+@dataclass
+class CurriculumRun:
+    signal_fracs: list[float]        # per step: share of the step's groups with a non-zero advantage
+    learnable_reward: list[float]    # per step (after the update): exact expected reward on the learnable tasks
+    learnable_groups: int            # groups drawn on learnable tasks over the run
+
+    def steps_to(self, target: float) -> int | None:
+        """The first step (1-based) after which the learnable tasks' expected reward is >= target."""
+        return next((i + 1 for i, r in enumerate(self.learnable_reward) if r >= target), None)
+
+
+def run_curriculum(curriculum: bool, *, seed: int, steps: int, groups_per_step: int = 4, group_size: int = 8,
+                   lr: float = 1e-2) -> CurriculumRun:
+    """GRPO with the library's rollout loop, learner step and (when `curriculum`) CurriculumSampler, on
+    MixedTasks; otherwise the default shuffled-cycle TaskSampler. Same model, data and seeds in both arms.
+
+    The learnable tasks' reward is computed exactly, not sampled: with one-token replies the expected reward is
+    2·P(a digit) − 1 under the current policy, read off one forward pass per prompt."""
+    from cwm.rl.curriculum import CurriculumConfig, make_sampler
+    from cwm.rl.generate import LocalGenerator, SamplingConfig
+    from cwm.rl.grpo import GRPOConfig
+    from cwm.rl.learner import backward_batch, select
+    from cwm.rl.rollout import ChatFormat, RolloutConfig, rollout_groups
+
+    family = MixedTasks(seed=seed)
+    tok = small_tokenizer(chat_texts([t for _, t in family.items]))
+    model = tiny_model(tok, seed=seed)
+    chat = ChatFormat(tok)
+    generator = LocalGenerator(copy.deepcopy(model), chat.stop_ids, tok.pad_token_id, seed=seed + 1000)
+    sampler = make_sampler([family], None, seed, CurriculumConfig(enabled=curriculum), group_size)
+    grpo = GRPOConfig(token_budget=group_size * groups_per_step)
+    rollout_cfg = RolloutConfig(sampling=SamplingConfig(temperature=1.0, max_new_tokens=1), max_len=512,
+                                env_workers=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    learnable = family.indices("learnable")
+    prompts = [chat.encode(family.make(i).reset(), first=True) for i in learnable]
+    digit_ids = tok.convert_tokens_to_ids(list(DIGITS))
+    signal, rewards, learnable_groups = [], [], 0
+    for step in range(steps):
+        trajs = rollout_groups(sampler, groups_per_step, group_size, generator, chat, rollout_cfg,
+                               first_group_id=step * groups_per_step)
+        learnable_groups += sum(t.task in learnable for t in trajs) // group_size
+        batch = select(trajs, grpo)
+        signal.append(1 - batch.skipped_groups / groups_per_step)
+        optimizer.zero_grad(set_to_none=True)
+        totals = backward_batch(model, batch, grpo, pad_id=tok.pad_token_id, temperature=1.0,
+                                micro_batch_tokens=16384)
+        if totals["tokens"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        generator.model.load_state_dict(model.state_dict())
+        generator.version = step + 1
+        if curriculum:
+            sampler.update((t.env, t.task, t.passed) for t in trajs)
+        with torch.no_grad():
+            p = [torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)[digit_ids].sum().item()
+                 for ids in prompts]
+        rewards.append(2 * sum(p) / len(p) - 1)
+    return CurriculumRun(signal, rewards, learnable_groups)
