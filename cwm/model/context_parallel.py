@@ -51,6 +51,17 @@ def layer_windows(config) -> list[Window]:
     return [config.sliding_window if t == "sliding_attention" else None for t in types]
 
 
+def flops_token_cost(config) -> float:
+    """Matmul FLOPs per token (projections, SwiGLU MLP, output head) in units of one visible key's attention
+    FLOPs (QK and PV: 4 x query heads x head dim), for `balance_cuts(token_cost=...)`: with it the split balances
+    the whole forward, not attention alone. 8b preset: ~0.92M, i.e. the matmuls of one token cost as much as
+    attending to ~29k keys on each of its 32 layers."""
+    d, h = config.hidden_size, config.head_dim
+    q, kv, f = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
+    per_layer = 2 * (d * h * (2 * q + 2 * kv) + 3 * d * f)
+    return (config.num_hidden_layers * per_layer + 2 * config.vocab_size * d) / (4 * q * h)
+
+
 def _bounds(cu_seqlens) -> list[int]:
     cu = [int(x) for x in (cu_seqlens.tolist() if torch.is_tensor(cu_seqlens) else cu_seqlens)]
     if len(cu) < 2 or cu[0] != 0 or any(b < a for a, b in zip(cu, cu[1:])):
