@@ -24,7 +24,7 @@ from cwm.tracing.run import RUN_LOG, RunStats, trace_units
 from cwm.tracing.target import TraceInputError, probe_python
 from cwm.tracing.units import discover_tests, read_function_units, untraced_src_packages
 
-SUBCOMMANDS = ("functions", "render", "tasks")
+SUBCOMMANDS = ("functions", "render", "tasks", "corpus")
 
 
 def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None:
@@ -40,6 +40,9 @@ def _trace_options(parser: argparse.ArgumentParser, *, repository: bool) -> None
                         help="function-level traces cut from one test at most (default 1000)")
     parser.add_argument("--max-bytes", type=int, default=1_000_000, help="bytes per trace (default 1 MB)")
     parser.add_argument("--value-budget", type=int, default=200, help="characters per value repr (default 200)")
+    parser.add_argument("--raw-values", action="store_true",
+                        help="keep memory addresses, mock ids and thread idents as the reprs show them "
+                             "(default: per-trace ordinals, so the same program gives the same records)")
     parser.add_argument("--shard-samples", type=int, default=1000, help="samples per shard (default 1000)")
     if repository:
         parser.add_argument("--tests", action="append", default=[], metavar="GLOB",
@@ -67,12 +70,21 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                                     "tests in its image on the buggy and on the fixed code (origin: task, side).")
     tasks.add_argument("file", type=Path, help="a tasks file written by `cwm-forager tasks`")
     _trace_options(tasks, repository=False)
+    corpus = argparse.ArgumentParser(prog="cwm-trace corpus", description="Build (or find) the image of every "
+                                     "repository of a list and trace its tests inside it; resumable per item.")
+    corpus.add_argument("list", type=Path, help="one repository a line: FOLDER, or name==version "
+                                                "[--hash=sha256:HEX] (a PyPI sdist)")
+    _trace_options(corpus, repository=False)
+    corpus.add_argument("--ray", metavar="auto|ADDRESS", help="run the items as Ray tasks on an existing cluster")
+    corpus.add_argument("--jobs", type=int, default=1, help="items at once without --ray (default 1)")
+    corpus.add_argument("--max-tests", type=int, help="trace only the first N collected tests of each item")
+    corpus.add_argument("--base", help="base image for the builds (default: the debootstrap base)")
     render = argparse.ArgumentParser(prog="cwm-trace render", description="Print a sample in the CWM trace format.")
     render.add_argument("source", help="a shard directory, a .tar shard or a glob")
     which = render.add_mutually_exclusive_group()
     which.add_argument("--key", help="the sample to print (without either option: list the samples)")
     which.add_argument("--first", action="store_true", help="print the first sample")
-    return {"repo": repo, "functions": functions, "render": render, "tasks": tasks}
+    return {"repo": repo, "functions": functions, "render": render, "tasks": tasks, "corpus": corpus}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return render(args)
         if command == "tasks":
             return trace_tasks_command(args)
+        if command == "corpus":
+            return trace_corpus_command(args)
         return trace(args, command)
     except TraceInputError as e:
         print(f"cwm-trace: error: {e}", file=sys.stderr)
@@ -105,7 +119,7 @@ def trace(args: argparse.Namespace, command: str) -> int:
     budgets = dict(depth=args.depth, max_frames=args.max_frames, max_episodes=args.max_episodes,
                    max_bytes=args.max_bytes,
                    value_budget=args.value_budget, timeout_s=args.timeout, memory_mb=args.memory_mb,
-                   max_procs=args.max_procs)
+                   max_procs=args.max_procs, raw_values=args.raw_values)
     server_class, root_in_server = None, False
     if command == "repo" and args.image:
         if args.path is not None:
@@ -184,6 +198,29 @@ def trace_tasks_command(args: argparse.Namespace) -> int:
     stats = merged_stats(runs)
     print_summary(stats, args.out, "image's", kind="task tests")
     return 130 if stats.interrupted else 0
+
+
+def trace_corpus_command(args: argparse.Namespace) -> int:
+    from cwm import corpus
+
+    _check_numbers(args)
+    if args.jobs <= 0 or (args.max_tests is not None and args.max_tests <= 0):
+        raise TraceInputError("--jobs and --max-tests must be positive")
+    try:
+        items = corpus.parse_list(args.list)
+        _make_out(args.out)
+        config = corpus.CorpusConfig(
+            mode="trace", out=str(args.out.resolve()), workers=args.workers, max_tests=args.max_tests,
+            base=args.base, shard_samples=args.shard_samples,
+            options=dict(timeout_s=args.timeout, memory_mb=args.memory_mb, max_procs=args.max_procs,
+                         depth=args.depth, max_frames=args.max_frames, max_episodes=args.max_episodes,
+                         max_bytes=args.max_bytes, value_budget=args.value_budget))
+        log = args.out / corpus.RUN_LOG
+        stats = corpus.run_corpus(items, config, log_path=log, ray_address=args.ray, jobs=args.jobs)
+    except corpus.CorpusInputError as e:
+        raise TraceInputError(str(e)) from None
+    corpus.print_summary(stats, log, f"cwm-trace corpus: {args.out}")
+    return 0
 
 
 def _make_out(out: Path) -> None:

@@ -82,6 +82,7 @@ class TraceConfig:
     max_bytes: int = 1_000_000
     value_budget: int = 200             # characters per repr, then TRUNCATION_MARKER
     content_ids: bool = True            # each record's id a hash of its content (cwm-trace keys records itself)
+    raw_values: bool = False            # keep addresses, mock ids, thread idents as the reprs had them (else ordinals)
     max_episodes: int = 1000            # function episodes cut from one unit; past it calls are counted, not traced
     soft_timeout_s: float = None        # stop, record "timeout"
     backend: str = "auto"               # "monitoring" | "settrace" | "auto"
@@ -185,7 +186,7 @@ class _LastCollection:
 
 class _Episode:
     __slots__ = ("kind", "frames", "canonical", "places", "last", "nbytes", "cut", "outcome", "closed", "context",
-                 "origin", "t0", "budget")
+                 "origin", "budget")
 
     def __init__(self, kind, context, origin, content_id):
         self.kind = kind
@@ -200,7 +201,6 @@ class _Episode:
         self.closed = False
         self.context = context
         self.origin = origin
-        self.t0 = time.perf_counter()
         self.budget = None
 
 
@@ -212,11 +212,13 @@ def mark_start(source, line_index):
     return "\n".join(lines)
 
 
-# A memory address in a repr: "0x" and at least 6 hex digits, followed by what follows one inside a text ("at 0x7f..>",
-# "0x7f..," or a str's closing quote). Never by the end of the text: there the serialiser's own bytes follow (in the
-# canonical form below, the next string's length, or an opcode of pickle's none of which is in this set but EMPTY_LIST
-# and EMPTY_TUPLE, which never follow a text there).
-_ADDRESS = re.compile(rb"0x[0-9a-fA-F]{6,}(?=[>)\],;:\s'\"])")
+# Run-to-run noise in a repr, masked where a record's id is hashed: a raw memory address ("0x" and at least 6 hex
+# digits, followed by what follows one inside a text: "at 0x7f..>", "0x7f..," or a str's closing quote; never by the
+# end of the text: there the serialiser's own bytes follow), and the numbers values.StableNumbers rewrites (raw or
+# already ordinals): an address after "at 0x", a mock's id='N', a thread's "started [daemon ]N". Only the number
+# goes: the id is the same whichever ordinals (or raw addresses) a recorder or backend showed.
+_ADDRESS = re.compile(rb"(?<=0x)[0-9a-fA-F]{6,}(?=[>)\],;:\s'\"])|(?<=at 0x)[0-9a-fA-F]+|(?<=id=')[0-9]+(?=')"
+                      rb"|(?<=started |stopped )(?:daemon )?[0-9]+")
 
 
 def _canonical_bytes(value):
@@ -251,7 +253,41 @@ def _record_id(record, frames, places):
     data = _canonical_bytes((body, frames, list(places)))
     # No `b"0x" in data` test first: the regex's own scan for its literal prefix is faster than that search, and
     # sub() gives back the same bytes when nothing matches.
-    return hashlib.sha256(_ADDRESS.sub(b"0x?", data)).hexdigest()[:32]
+    return hashlib.sha256(_ADDRESS.sub(b"?", data)).hexdigest()[:32]
+
+
+def _stabilise(ep):
+    """Replace the run-to-run noise in an episode's texts (values.StableNumbers: addresses, mock ids, thread
+    idents) by ordinals in order of first appearance in the trace: locals in frame order, then the value. Done once
+    per finished trace, off the per-line path. A locals dict may be shared by frames (and episodes): a changed one
+    is copied, each distinct dict rewritten once."""
+    text = values.StableNumbers().text
+    changed = False
+    rewritten = {}      # id(locals dict) -> the dict to show (the same one when it holds no noise)
+    for frame in ep.frames:
+        loc = frame["locals"]
+        if loc is not None:
+            done = rewritten.get(id(loc))
+            if done is None:
+                done = loc
+                for shown in loc.values():
+                    if "at 0x" in shown or "id='" in shown or "ed " in shown:
+                        done = {n: text(t) for n, t in loc.items()}
+                        changed = changed or done != loc
+                        break
+                rewritten[id(loc)] = done
+            frame["locals"] = done
+        value = frame["value"]
+        if value is not None:
+            shown = frame["value"] = text(value)
+            changed = changed or shown is not value
+    origin_input = ep.origin.get("input")
+    if isinstance(origin_input, str):
+        ep.origin["input"] = text(origin_input)
+    canonical = ep.canonical
+    if canonical is not None and changed:   # what record_id hashes: the frames as shown (the lists run in step)
+        for i, (frame, (kind, d, k, _, _)) in enumerate(zip(ep.frames, canonical)):
+            canonical[i] = (kind, d, k, frame["locals"], frame["value"])
 
 
 class Recorder:
@@ -298,6 +334,11 @@ class Recorder:
         self.cut_floor = _FRAME_JSON + config.value_budget + len(TRUNCATION_MARKER)
         self.episodes_left = config.max_episodes    # function episodes that may still be cut
         self.episodes_skipped = 0                   # calls past max_episodes: no episode of their own
+        # The unit of origin every episode shares (a test, a function call of cwm-trace functions): the held-out
+        # split follows it, so the function episodes cut from a test go where its own trace goes.
+        self.unit = self.entry_origin.get("unit")
+        if self.unit is None and entry_code is not None:
+            self.unit = "%s::%s" % (entry_code.co_filename, getattr(entry_code, "co_qualname", entry_code.co_name))
 
     # ---- events -------------------------------------------------------------------------------------------
     def enter(self, frame, info, resumed):
@@ -746,7 +787,8 @@ class Recorder:
         else:
             origin = {"kind": "function", "path": info.path, "qualname": info.qualname, "input": None}
             context = info.context(START_MARKER)
-        origin = {"repo": self.config.origin.get("repo"), "commit": self.config.origin.get("commit"), **origin}
+        origin = {"repo": self.config.origin.get("repo"), "commit": self.config.origin.get("commit"), **origin,
+                  "unit": self.unit}
         ep = _Episode(kind, context, origin, self.config.content_ids)
         self.open.append(ep)
         return ep
@@ -814,8 +856,10 @@ class Recorder:
         if ep in self.open:
             self.open.remove(ep)
         frames = ep.frames
-        stats = {"frames": len(frames), "wall_s": round(time.perf_counter() - ep.t0, 6),
-                 "truncated_values": ep.cut}
+        if not self.config.raw_values:
+            _stabilise(ep)
+        # No wall time: the same program traced twice gives byte-identical records (timing is the run log's).
+        stats = {"frames": len(frames), "truncated_values": ep.cut}
         if budget:
             stats["budget"] = budget
         if ep.kind == "entry" and self.episodes_skipped:

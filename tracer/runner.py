@@ -14,6 +14,7 @@ A unit writes one JSON trace record per line to `job["out"]`, each flushed the m
 After `soft_timeout_s` the open traces are written with outcome "timeout", the status is "timeout" and the unit's
 process exits at once. The exit code is 0 whenever the tracer itself worked, whatever the traced code did.
 """
+import hashlib
 import json
 import linecache
 import os
@@ -55,7 +56,7 @@ def config_from_job(job, **overrides):
                   depth=int(job.get("depth", 2)), function_episodes=bool(job.get("function_episodes", False)),
                   max_frames=int(job.get("max_frames", 10_000)), max_bytes=int(job.get("max_bytes", 1_000_000)),
                   value_budget=int(job.get("value_budget", 200)), max_episodes=int(job.get("max_episodes", 1000)),
-                  content_ids=bool(job.get("content_ids", True)),
+                  content_ids=bool(job.get("content_ids", True)), raw_values=bool(job.get("raw_values", False)),
                   backend=job.get("backend", "auto"), origin=dict(job.get("origin") or {}))
     fields.update(overrides)
     return TraceConfig(**fields)
@@ -117,7 +118,9 @@ def run_function(job, out, watchdog):
     config = config_from_job(job, virtual_files=(INPUT_FILE,))
     entry_def = next((i for i, line in enumerate(code_text.split("\n"))
                       if line.lstrip().startswith(("def " + entry, "async def " + entry))), 0)
-    origin = {"kind": "function", "path": INPUT_FILE, "qualname": entry, "input": args_text}
+    # The unit every record of this run comes from (the held-out split follows it): the code and the call.
+    unit = "function:" + hashlib.sha256(json.dumps([code_text, entry, args_text]).encode()).hexdigest()[:24]
+    origin = {"kind": "function", "path": INPUT_FILE, "qualname": entry, "input": args_text, "unit": unit}
     session = Session(config, out.record, entry_code=code, entry_origin=origin, entry_context=(code_text, entry_def))
     watchdog.recorder = session.recorder
     session.start(on_timeout=lambda: _timed_out(out))
@@ -141,7 +144,7 @@ def run_pytest(job, out, watchdog, tests):
         print(f"tracer: {nodeid} was not collected", file=sys.stderr, flush=True)
         return "error", {"error": "not collected"}
     path, _, name = nodeid.partition("::")
-    origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None}
+    origin = {"kind": "test", "path": path, "qualname": name or item.name, "input": None, "unit": "test:" + nodeid}
     return tests.run(item, config_from_job(job), origin, out, watchdog, lambda: _timed_out(out)), {}
 
 

@@ -19,6 +19,7 @@ budget can show.
 import _signal
 import functools
 import os
+import re
 import signal
 import threading
 import time
@@ -590,3 +591,43 @@ def describe(value, budget):
     if t is bytearray:      # described again each time, its text bounded (`user_repr` would repr it all)
         return text, OTHER, None
     return text, OTHER, t
+
+
+# ---- run-to-run noise ---------------------------------------------------------------------------------------------
+# What a repr shows that differs between two runs of the same program: memory addresses (object's default repr,
+# functions, bound and builtin methods, generators, cells, weakrefs: "at 0x7f..."), a unittest.mock's id (its
+# address in decimal: "id='1401...'") and a thread's ident ("started 1401...", "stopped daemon 1401..."). Each is
+# a number naming one object; `StableNumbers` replaces it by that object's ordinal in the trace.
+_NOISE = re.compile(r"(?<=\bat 0x)([0-9a-fA-F]+)|(?<=\bid=')(\d+)(?=')|(?<=started |stopped )((?:daemon )?)(\d+)")
+
+
+
+class StableNumbers:
+    """Per-trace ordinals for the run-to-run noise in reprs: the first address (or id, or thread ident) seen in
+    the trace becomes 1, the next new one 2, ...; the same number, the same ordinal (an address in hex, a mock's
+    decimal id of the same object: one ordinal). Addresses stay hex (`at 0x1`), decimal ids stay decimal.
+
+    Distinct numbers get distinct ordinals, so two texts differ after the rewrite exactly when they did before:
+    the ".." diff made on the raw texts still holds on the rewritten ones."""
+    __slots__ = ("ordinals", "_sub")
+
+    def __init__(self):
+        self.ordinals = {}
+        self._sub = functools.partial(_NOISE.sub, self._replace)
+
+    def _replace(self, m):
+        hex_, dec, daemon, ident = m.group(1, 2, 3, 4)
+        number = int(hex_, 16) if hex_ is not None else int(dec if dec is not None else ident)
+        ordinals = self.ordinals
+        ordinal = ordinals.get(number)
+        if ordinal is None:
+            ordinal = ordinals[number] = len(ordinals) + 1
+        if hex_ is not None:
+            return "%x" % ordinal
+        return str(ordinal) if dec is not None else daemon + str(ordinal)
+
+    def text(self, text):
+        """`text` with its noise replaced (the same object when there is none)."""
+        if "at 0x" in text or "id='" in text or "ed " in text:
+            return self._sub(text)
+        return text

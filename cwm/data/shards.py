@@ -127,11 +127,11 @@ class ShardWriter:
             self._finish_shard()
         if self._tar is None and (encoded or group is not None):
             self._start_shard()
-        now = time.time()
         for key, blob in encoded:
-            # What webdataset's TarWriter writes, without importing it (it imports torch: seconds per run).
+            # What webdataset's TarWriter writes, without importing it (it imports torch: seconds per run). No
+            # time stamp (mtime 0): the same records make byte-identical shards.
             info = tarfile.TarInfo(f"{key}.json")
-            info.size, info.mtime, info.mode = len(blob), now, 0o444
+            info.size, info.mtime, info.mode = len(blob), 0, 0o444
             self._tar.addfile(info, io.BytesIO(blob))
             self.done_keys.add(key)
         self._samples += len(encoded)

@@ -45,6 +45,7 @@ class TraceOptions:
     max_episodes: int = 1000         # function-level traces per unit
     max_bytes: int = 1_000_000
     value_budget: int = 200
+    raw_values: bool = False         # reprs' addresses, mock ids, thread idents as they were (else ordinals)
     timeout_s: float = 60.0          # per unit; the tracer stops itself at this and records "timeout"
     memory_mb: int | None = 2048
     max_procs: int | None = 256
@@ -59,6 +60,7 @@ class TraceOptions:
         return {"include": list(self.include), "exclude": list(self.exclude), "depth": self.depth,
                 "function_episodes": self.function_episodes, "max_frames": self.max_frames,
                 "max_episodes": self.max_episodes, "max_bytes": self.max_bytes, "value_budget": self.value_budget,
+                "raw_values": self.raw_values,
                 "soft_timeout_s": self.timeout_s,
                 # The parent keys each record by its unit and position (run.sample_key): no content hash wanted.
                 "content_ids": False,

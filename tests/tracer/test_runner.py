@@ -51,6 +51,8 @@ def test_function_mode(tmp_path):
     *records, end = lines
     assert end == {"event": "end", "status": "returned"}
     entry = records[-1]
+    unit = entry["origin"].pop("unit")
+    assert unit.startswith("function:") and all(r["origin"]["unit"] == unit for r in records[:-1])
     assert entry["origin"] == {"repo": "r", "commit": "c", "kind": "function", "path": "<input>", "qualname": "f",
                                "input": "[1, 2], k=3"}
     assert "def f(xs, k=1):  # << START_OF_TRACE" in entry["context"]
@@ -247,7 +249,9 @@ def test_tracing_does_not_change_test_outcomes(tmp_path):
     assert traced == untraced
     entry = records["test_passes"][-1]
     assert entry["origin"] == {"repo": "r", "commit": "c", "kind": "test", "path": "tests/test_things.py",
-                               "qualname": "test_passes", "input": None}
+                               "qualname": "test_passes", "input": None, "unit": "test:tests/test_things.py::test_passes"}
+    # the function episodes cut from the test carry its unit: the held-out split keeps them with it
+    assert {r["origin"]["unit"] for r in records["test_passes"]} == {"test:tests/test_things.py::test_passes"}
     assert "def test_passes():  # << START_OF_TRACE" in entry["context"]
     assert {f["path"] for f in entry["frames"]} == {"tests/test_things.py", "pkg/core.py"}
     episodes = [r["origin"]["qualname"] for r in records["test_passes"][:-1]]
