@@ -52,6 +52,35 @@ def test_byte_budget(here, backend):
     assert whole["frames"][:len(record["frames"])] == record["frames"]  # a prefix, nothing reordered or lost
 
 
+def _estimated_bytes(frame):
+    """What DESIGN's byte budget counts for one frame, written out independently of the recorder: 105 for the
+    frame's keys and punctuation, its path and source, and per local its name, its shown text and 8 (quotes,
+    colon, comma); a return/exception frame its value."""
+    size = 105 + len(frame["path"]) + len(frame["source"])
+    if frame["locals"] is None:
+        return size + len(frame["value"])
+    return size + sum(len(name) + len(text) + 8 for name, text in frame["locals"].items())
+
+
+def test_byte_budget_keeps_exactly_the_frames_that_fit(here, backend):
+    """The oracle: from the unbudgeted trace, a trace starts at 400 + len(context) bytes and keeps frames while
+    the running total stays within max_bytes; the first frame that would pass it ends the trace. Budgets exactly
+    at a boundary, one byte under it, and one over it: a check that lets the total reach past the budget (or
+    stops one frame early) keeps a different count."""
+    (whole,) = trace_call(_spin, 200, config=_config(here, backend))
+    totals, total = [], 400 + len(whole["context"])
+    for frame in whole["frames"]:
+        total += _estimated_bytes(frame)
+        totals.append(total)
+    for k in (3, 17, 40):
+        for max_bytes in (totals[k] - 1, totals[k], totals[k] + 1):
+            (record,) = trace_call(_spin, 200, config=_config(here, backend, max_bytes=max_bytes))
+            expected = sum(t <= max_bytes for t in totals)
+            assert len(record["frames"]) == expected == (k + 1 if max_bytes >= totals[k] else k), max_bytes
+            assert record["frames"] == whole["frames"][:expected]
+            assert record["outcome"] == "frame_budget" and record["stats"]["budget"] == "bytes"
+
+
 @pytest.mark.parametrize("max_bytes", [1200, 2500, 6000])
 def test_byte_budget_ends_traces_where_the_naive_recorder_does(corpus, compare, here, backend, max_bytes):
     """The fast recorder measures a frame from its snapshot's diff; the naive one from the frame itself. With short
