@@ -24,6 +24,10 @@ def parallelize(model, mesh: DeviceMesh | None, *, bf16: bool, activation_checkp
             layer.compile(fullgraph=False)
     if mesh is None:
         return model
+    if mesh.ndim == 2 and mesh.mesh_dim_names == ("dp", "cp"):
+        # Context parallelism (cwm/model/context_parallel.py): every CP rank holds the same parameters and computes
+        # gradients of its share of the rows, so FSDP shards and reduces over dp x cp together (as torchtitan does).
+        mesh = mesh._flatten("dp_cp")
     # Parameters stay fp32 (master weights for AdamW); compute in bf16, gradients reduced in fp32.
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     for i, layer in enumerate(layers):

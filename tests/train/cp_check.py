@@ -7,8 +7,9 @@
 float64 dense-mask reference (`cwm_kernels.reference`) over the whole row, for rows of many short documents, one
 document longer than a rank's share, windows smaller and larger than a share, GQA, balanced and forced cuts.
 `step`: a 4-layer CwmForCausalLM (sliding and full layers, GQA) in float64: the loss and every parameter's
-gradient after one backward, split over the ranks (gradients summed over the group), equal the same model's
-unsplit loss and gradients computed by each rank alone. Prints one "ok ..." line per case from rank 0; any
+gradient after one backward, split over the ranks, equal the same model's unsplit loss and gradients computed by
+each rank alone; once with gradients summed over the group by hand, once as the trainer runs it (FSDP2 over a
+(dp 1, cp N) mesh through `cwm.model.parallelize`, activation checkpointing on, loss scaled by the world size). Prints one "ok ..." line per case from rank 0; any
 mismatch raises (nonzero exit).
 """
 from __future__ import annotations
@@ -110,44 +111,55 @@ def row_batch(lengths, vocab: int, seed: int) -> dict:
 def check_step(rank: int, world: int) -> None:
     from cwm.model.context_parallel import layer_windows
 
-    for window in (4, 40):  # smaller / larger than a share
-        for name, lengths in ROWS:
-            model = tiny_model(window)
-            batch = row_batch(lengths, model.config.vocab_size, seed=len(lengths))
-            targets = batch["labels"][0, 1:]
-            n_loss = int((targets != -100).sum())
-            # Unsplit: the trainer's convention (logits at j predict labels at j + 1), summed over loss tokens.
-            cu = batch["cu_seqlens"]
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], cu_seq_lens_q=cu,
-                           cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"], max_length_k=batch["max_seqlen"]).logits
-            ref_loss = torch.nn.functional.cross_entropy(logits[0, :-1], targets, ignore_index=-100, reduction="sum") / n_loss
-            ref_loss.backward()
-            ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-            model.zero_grad(set_to_none=True)
-            # Split: this rank's tokens and next-token targets; gradients summed over the group.
-            local, shard = shard_batch(batch, world, rank, layer_windows(model.config))
-            logits = model(input_ids=local["input_ids"], position_ids=local["position_ids"], cp_shard=shard).logits
-            loss = torch.nn.functional.cross_entropy(logits[0], local["targets"][0], ignore_index=-100, reduction="sum") / n_loss
-            loss.backward()
-            total = loss.detach().clone()
-            dist.all_reduce(total)
-            worst, where = 0.0, ""
-            for n, p in model.named_parameters():
-                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+    cases = [(window, name, lengths, fsdp) for fsdp in (False, True) for window in (4, 40) for name, lengths in ROWS]
+    for window, name, lengths, fsdp in cases:  # windows smaller / larger than a share
+        model = tiny_model(window)
+        batch = row_batch(lengths, model.config.vocab_size, seed=len(lengths))
+        targets = batch["labels"][0, 1:]
+        n_loss = int((targets != -100).sum())
+        # Unsplit: the trainer's convention (logits at j predict labels at j + 1), summed over loss tokens.
+        cu = batch["cu_seqlens"]
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], cu_seq_lens_q=cu,
+                       cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"], max_length_k=batch["max_seqlen"]).logits
+        ref_loss = torch.nn.functional.cross_entropy(logits[0, :-1], targets, ignore_index=-100, reduction="sum") / n_loss
+        ref_loss.backward()
+        ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        # Split: this rank's tokens and next-token targets; gradients summed over the group.
+        local, shard = shard_batch(batch, world, rank, layer_windows(model.config))
+        if fsdp:  # as the trainer: FSDP2 over the CP ranks averages gradients, so the loss is scaled by world
+            from torch.distributed.device_mesh import init_device_mesh
+
+            from cwm.model.parallelize import parallelize
+
+            mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("dp", "cp"))
+            model = parallelize(model, mesh, bf16=False, activation_checkpointing=True, compile=False)
+            shard.group = mesh.get_group("cp")
+        logits = model(input_ids=local["input_ids"], position_ids=local["position_ids"], cp_shard=shard).logits
+        loss = torch.nn.functional.cross_entropy(logits[0], local["targets"][0], ignore_index=-100, reduction="sum") / n_loss
+        (loss * world if fsdp else loss).backward()
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        worst, where = 0.0, ""
+        for n, p in model.named_parameters():
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            if fsdp:
+                grad = grad.full_tensor()
+            else:
                 dist.all_reduce(grad)
-                err = (grad - ref_grads[n]).abs().max().item()
-                if err > worst:
-                    worst, where = err, n
-                if not err <= TOL * max(1.0, ref_grads[n].abs().max().item()):
-                    raise AssertionError(f"rank {rank}/{world} step {name}, window {window}: grad {n} differs by {err:.3e}")
-            loss_err = abs(total.item() - ref_loss.item())
-            if not loss_err <= TOL:
-                raise AssertionError(f"rank {rank}/{world} step {name}, window {window}: loss {total.item()!r} vs "
-                                     f"{ref_loss.item()!r}")
-            if rank == 0:
-                print(f"ok step cp={world} | {name} | window {window} | cuts {shard.cuts} | loss {ref_loss.item():.6f} "
-                      f"(|diff| {loss_err:.1e}) | {sum(1 for _ in model.parameters())} grads, max |diff| {worst:.1e} ({where})",
-                      flush=True)
+            err = (grad - ref_grads[n]).abs().max().item()
+            if err > worst:
+                worst, where = err, n
+            if not err <= TOL * max(1.0, ref_grads[n].abs().max().item()):
+                raise AssertionError(f"rank {rank}/{world} step {name}, window {window}: grad {n} differs by {err:.3e}")
+        loss_err = abs(total.item() - ref_loss.item())
+        if not loss_err <= TOL:
+            raise AssertionError(f"rank {rank}/{world} step {name}, window {window}: loss {total.item()!r} vs "
+                                 f"{ref_loss.item()!r}")
+        if rank == 0:
+            print(f"ok step cp={world}{' fsdp2+ac' if fsdp else ''} | {name} | window {window} | cuts {shard.cuts} | loss {ref_loss.item():.6f} "
+                  f"(|diff| {loss_err:.1e}) | {sum(1 for _ in model.parameters())} grads, max |diff| {worst:.1e} ({where})",
+                  flush=True)
 
 
 def main() -> None:
