@@ -1,6 +1,7 @@
 """Everything that changes how the model runs, not what it computes, applied in one place (as torchtitan does):
 activation checkpointing, torch.compile, then FSDP2 over a 1-D device mesh (each decoder layer its own unit,
-then the root, so a layer's parameters are gathered just before it runs and freed after).
+then the root, so a layer's parameters are gathered just before it runs and freed after), or over a (dp, cp)
+mesh flattened, with context parallelism.
 """
 from __future__ import annotations
 
