@@ -124,3 +124,105 @@ def run_curriculum(curriculum: bool, *, seed: int, steps: int, groups_per_step: 
                  for ids in prompts]
         rewards.append(2 * sum(p) / len(p) - 1)
     return CurriculumRun(signal, rewards, learnable_groups)
+
+
+# -- search: a code-generation set and a fixture policy --------------------------------------------------------
+
+REFERENCES = {  # entry: (reference source, inputs (argument tuples))
+    "add": ("def add(a, b):\n    return a + b\n", [(2, 3), (-1, 1), (10, 5), (0, 0)]),
+    "largest": ("def largest(xs):\n    best = xs[0]\n    for x in xs:\n        if x > best:\n            best = x\n"
+                "    return best\n", [([3, 1, 2],), ([-5, -2],), ([7],), ([1, 9, 9, 4],)]),
+    "reverse": ("def reverse(s):\n    return s[::-1]\n", [("abc",), ("",), ("ab",), ("racecar!",)]),
+    "factorial": ("def factorial(n):\n    out = 1\n    for i in range(2, n + 1):\n        out = out * i\n"
+                  "    return out\n", [(0,), (1,), (4,), (6,)]),
+    "is_prime": ("def is_prime(n):\n    if n < 2:\n        return False\n    i = 2\n    while i * i <= n:\n"
+                 "        if n % i == 0:\n            return False\n        i += 1\n    return True\n",
+                 [(1,), (2,), (9,), (13,), (25,)]),
+    "count_vowels": ("def count_vowels(s):\n    n = 0\n    for c in s:\n        if c in 'aeiou':\n"
+                     "            n += 1\n    return n\n", [("hello",), ("xyz",), ("aeiou",), ("banana",)]),
+    "gcd": ("def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a\n",
+            [(12, 18), (7, 3), (10, 5), (0, 4)]),
+    "clamp": ("def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n"
+              "    return x\n", [(5, 0, 10), (-3, 0, 10), (12, 0, 10), (0, 0, 0)]),
+    "sum_squares": ("def sum_squares(xs):\n    total = 0\n    for x in xs:\n        total += x * x\n"
+                    "    return total\n", [([1, 2, 3],), ([],), ([-2],), ([4, 0, 1],)]),
+    "fib": ("def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+            [(0,), (1,), (7,), (10,)]),
+    "is_palindrome": ("def is_palindrome(s):\n    return s == s[::-1]\n", [("abba",), ("abc",), ("",), ("aba",)]),
+    "middle": ("def middle(xs):\n    ys = sorted(xs)\n    return ys[len(ys) // 2]\n",
+               [([3, 1, 2],), ([5, 4, 9, 1, 7],), ([8],), ([2, 2, 1],)]),
+}
+
+
+def _call(entry: str, args: tuple) -> str:
+    return f"{entry}({', '.join(repr(a) for a in args)})"
+
+
+def codegen_set():
+    """CodeTasks (cwm/rl/envs/codegen.py) with hidden tests computed from the reference solutions."""
+    from cwm.rl.envs.codegen import CodeTask
+
+    tasks = []
+    for entry, (source, inputs) in REFERENCES.items():
+        ns: dict = {}
+        exec(source, ns)
+        tests = tuple(f"assert {_call(entry, a)} == {ns[entry](*a)!r}" for a in inputs)
+        tasks.append(CodeTask(id=entry, prompt=f"Write {entry}.", entry=entry, tests=tests))
+    return tasks
+
+
+class FixturePolicy:
+    """A sampling policy over the code-generation set whose pass@1 is well below 1 and pass@n well above: a
+    solution is the reference with probability `p_correct`, else one of the forager's mutants of it
+    (`cwm.forager.mutate`: removed lines, swapped variables, replaced operators, ...); a proposed test asserts
+    the reference's value with probability `p_test_correct`, else a wrong one (another input's value, or the
+    right value nudged). It answers in the reply layouts a chat model uses, so the real parsers run."""
+
+    def __init__(self, seed: int, p_correct: float = 0.3, p_test_correct: float = 0.6):
+        import random
+
+        from cwm.forager.mutate import candidates
+
+        self.rng = random.Random(seed)
+        self.p_correct, self.p_test_correct = p_correct, p_test_correct
+        self.mutants = {e: [m.source for m in candidates(f"{e}.py", src)] for e, (src, _) in REFERENCES.items()}
+
+    def _entry(self, messages) -> str:
+        text = messages[-1]["content"]
+        return next(e for e in REFERENCES if f"`{e}`" in text or f"Write {e}." in text)
+
+    def __call__(self, messages, k):
+        entry = self._entry(messages)
+        source, inputs = REFERENCES[entry]
+        if "assert statements" in messages[-1]["content"]:
+            return [self._tests(entry, source, inputs) for _ in range(k)]
+        out = []
+        for _ in range(k):
+            code = source if self.rng.random() < self.p_correct else self.rng.choice(self.mutants[entry])
+            out.append(f"Here is my solution:\n```python\n{code}```")
+        return out
+
+    def _tests(self, entry, source, inputs):
+        ns: dict = {}
+        exec(source, ns)
+        values = [ns[entry](*a) for a in inputs]
+        lines = []
+        for i, a in enumerate(inputs):
+            value = values[i]
+            if self.rng.random() >= self.p_test_correct:
+                others = [v for v in values if v != value]
+                value = self.rng.choice(others) if others and self.rng.random() < 0.5 else _nudge(value)
+            lines.append(f"assert {_call(entry, a)} == {value!r}")
+        return "```python\n" + "\n".join(lines) + "\n```"
+
+
+def _nudge(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value + [0]
+    return None
