@@ -42,10 +42,25 @@ def iter_file_records(source: Source, path: str) -> Iterator[tuple[str, object]]
 
 
 def is_heldout(key: str, fraction: float) -> bool:
-    """A stable split by key: the same records are held out in every run, rank and epoch."""
+    """A stable split by key: the same records are held out in every run, rank and epoch. Pass `split_key`'s key:
+    a trace record's split follows its unit of origin."""
     if fraction <= 0.0:
         return False
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < fraction
+
+
+def split_key(key: str, record) -> str:
+    """What the held-out split of a record is decided by: for a trace record, its unit of origin (`origin.unit`:
+    the test or function call it was cut from), so a test's own trace and the function episodes cut from it are
+    held out, or trained on, together; for anything else (and traces written before units were recorded) its key.
+    """
+    if isinstance(record, dict):
+        origin = record.get("origin")
+        if isinstance(origin, dict):
+            unit = origin.get("unit")
+            if isinstance(unit, str) and unit:
+                return "unit:" + unit
+    return key
 
 
 def document_rng(seed: int, source: Source, key: str, epoch: int) -> random.Random:
@@ -206,8 +221,55 @@ def trace_segments_from_ids(tokenizer, ids: list[int]) -> list[tuple[str, bool]]
 
 
 def iter_heldout(source: Source) -> Iterator[tuple[str, object]]:
-    """(key, record) of every record the training loader leaves out of `source` (its `holdout` fraction)."""
+    """(key, record) of every record the training loader leaves out of `source` (its `holdout` fraction, decided by
+    `split_key`), except, for traces, one whose frames occur frame for frame in a record the loader trains on (the
+    same call in another test, a callee a training test steps into): that one is seen in training, not held out.
+
+    Traces are read twice: once to index what training holds (an 8-byte digest per frame), then the held-out ones.
+    """
+    if source.holdout <= 0.0:
+        return
+    if source.kind != "trace":
+        for path in source.files:
+            for key, record in iter_file_records(source, path):
+                if is_heldout(split_key(key, record), source.holdout):
+                    yield key, record
+        return
+    trained = []
     for path in source.files:
         for key, record in iter_file_records(source, path):
-            if is_heldout(key, source.holdout):
+            if not is_heldout(split_key(key, record), source.holdout):
+                trained.append(frame_digests(record))
+    # One byte string, each record's digests behind an 8-byte gap no digest equals: a match of a held-out record's
+    # digests at an 8-aligned offset is a run of whole frames inside one training record.
+    haystack = _GAP + _GAP.join(trained) + _GAP
+    for path in source.files:
+        for key, record in iter_file_records(source, path):
+            if is_heldout(split_key(key, record), source.holdout) and not _occurs_in(frame_digests(record), haystack):
                 yield key, record
+
+
+_GAP = bytes(8)
+
+
+def frame_digests(record: dict) -> bytes:
+    """An 8-byte digest per frame of a trace (its kind, place, locals and value: what a model is shown; the depth
+    is left out, as a callee's frames stand one level deeper inside its caller's trace), never `_GAP`."""
+    out = []
+    for frame in record.get("frames") or ():
+        data = json.dumps([frame.get("kind"), frame.get("path"), frame.get("line"), frame.get("source"),
+                           frame.get("locals"), frame.get("value")], ensure_ascii=False).encode("utf-8", "replace")
+        digest = hashlib.blake2b(data, digest_size=8).digest()
+        out.append(digest if digest != _GAP else b"\x01" * 8)
+    return b"".join(out)
+
+
+def _occurs_in(needle: bytes, haystack: bytes) -> bool:
+    if not needle:
+        return False
+    at = haystack.find(needle)
+    while at >= 0:
+        if at % 8 == 0:
+            return True
+        at = haystack.find(needle, at + 1)
+    return False

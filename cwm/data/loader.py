@@ -26,7 +26,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cwm.data.documents import document_rng, is_heldout, iter_file_records, render_pieces, tokenize_pieces
+from cwm.data.documents import (document_rng, is_heldout, iter_file_records, render_pieces, split_key,
+                                tokenize_pieces)
 from cwm.data.recipe import Recipe, RecipeError, Source
 
 
@@ -75,7 +76,7 @@ class SourceCursor:
             key, record = item
             if split_records and position % self.n_slots != self.slot:
                 continue
-            if is_heldout(key, self.source.holdout):
+            if is_heldout(split_key(key, record), self.source.holdout):
                 continue
             self.yielded += 1
             return key, record, self.epoch

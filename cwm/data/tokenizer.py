@@ -75,12 +75,12 @@ def load_tokenizer(path: str | Path):
 
 def recipe_texts(recipe, max_docs: int | None = None) -> Iterator[str]:
     """The training text of a recipe (held-out records excluded), source by source, each source's records once."""
-    from cwm.data.documents import document_rng, iter_file_records, is_heldout, render_pieces
+    from cwm.data.documents import document_rng, iter_file_records, is_heldout, render_pieces, split_key
 
     per_source = None if max_docs is None else max(1, max_docs // len(recipe.sources))
     for source in recipe.sources:
         records = ((key, record) for path in source.files for key, record in iter_file_records(source, path)
-                   if not is_heldout(key, source.holdout))
+                   if not is_heldout(split_key(key, record), source.holdout))
         for key, record in itertools.islice(records, per_source):
             yield "".join(text for text, _ in render_pieces(source, record, document_rng(recipe.seed, source, key, 0)))
 
