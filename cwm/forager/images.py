@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -38,6 +39,7 @@ AGENT_UID = 1000
 IMAGE_LABEL = "cwm-forager.image"
 BUILD_LABEL = "cwm-forager.build"
 BUILD_CA = "/tmp/cwm-build-ca.crt"
+OWNER_LABEL = "cwm-forager.owner"   # as sandbox.py's: `sweep_containers` keeps a live builder's container
 PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXCLUDE_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache",
                 "build", "dist", "node_modules"}
@@ -227,7 +229,8 @@ def build_image(dc: docker.DockerClient, repo: str | os.PathLike, tag: str, *, b
     commit = _git_head(repo)
     env, ca_tar = _pip_passthrough()
     container = dc.containers.create(base, command=["sleep", "infinity"], network_mode="host", user="root",
-                                     labels={"cwm-forager": "1", BUILD_LABEL: tag}, working_dir="/",
+                                     labels={"cwm-forager": "1", BUILD_LABEL: tag, OWNER_LABEL: _owner()},
+                                     working_dir="/",
                                      environment=env)
     try:
         container.start()
@@ -295,6 +298,10 @@ def _exec(container, command: str, timeout_s: float, user: str = AGENT) -> tuple
 def _plugin_tar() -> bytes:
     module = f"{testrun.PLUGIN_MODULE}.py"
     return _tar_of({f"{CWM_DIR.lstrip('/')}/{module}": Path(testrun.__file__).with_name(module).read_bytes()})
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _git_head(repo: Path) -> str | None:
