@@ -64,12 +64,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def ks_for(n: int) -> list[int]:
-    """The k reported for n samples: 1, 2, 5, 10, 20, 50, 100, ... up to n."""
+    """The k reported for n samples: 1, 2, 5, 10, 20, 50, 100, ... up to n, and n itself."""
     ks, base = [], 1
     while base <= n:
         ks += [k for k in (base, 2 * base, 5 * base) if k <= n]
         base *= 10
-    return ks
+    return ks if not ks or ks[-1] == n else ks + [n]
 
 
 def pass_at_k_table(counts: list[tuple[int, int]]) -> dict[str, float]:
@@ -83,6 +83,7 @@ def pass_at_k_table(counts: list[tuple[int, int]]) -> dict[str, float]:
 class ResultsFolder:
     def __init__(self, out: str | Path, settings: dict):
         self.dir = Path(out)
+        settings = json.loads(json.dumps(settings))   # as stored: tuples become lists
         self.settings = settings
         self.dir.mkdir(parents=True, exist_ok=True)
         run = self.dir / RUN

@@ -10,7 +10,7 @@ per record key) and scored two ways, by frame kind (call, line, return, exceptio
   token and source line included. The entry's call frame (its arguments: the context does not determine them) is
   not scored; frames past `max_len` tokens are not scored.
 - Generation: the model gets the context and the entry's call frame and writes the rest greedily. Scored: the
-  frames right up to the first wrong one (a prefix, as a fraction of the true frames, and per kind), the whole
+  frames right up to the first wrong one (compared by `trace_text.frame_key`: kind, locals, source, value) (a prefix, as a fraction of the true frames, and per kind), the whole
   trace exact, and the entry's result (return value, or the exception) right by `value_match`.
 
 An example's `score` is its next-state accuracy (teacher forcing), or its right-prefix fraction when only
@@ -22,7 +22,7 @@ import random
 
 from cwm.data.value_match import reprs_match
 from cwm.eval.backends import Backend, BackendError, Prompt, SamplingParams
-from cwm.eval.trace_text import KINDS, entry_result, prompt_end, split_frames
+from cwm.eval.trace_text import KINDS, entry_result, frame_key, prompt_end, split_frames
 from tracer.format import ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_SEP, LINE_SEP, RETURN_SEP
 
 FORMAT = "trace shards written by cwm-trace (a folder with manifest.json, .tar files, or a glob)"
@@ -127,7 +127,7 @@ def teacher_forcing(ids: list[int], preds: list[int], tokens: TokenIds) -> dict:
 def generation_scores(true_continuation: str, generated: str, value: str | None, raised: bool) -> dict:
     truth, made = split_frames(true_continuation), split_frames(generated)
     prefix = 0
-    while prefix < len(truth) and prefix < len(made) and made[prefix][1] == truth[prefix][1]:
+    while prefix < len(truth) and prefix < len(made) and frame_key(*made[prefix]) == frame_key(*truth[prefix]):
         prefix += 1
     by_kind = {}
     for i, (kind, _) in enumerate(truth):
