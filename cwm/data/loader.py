@@ -132,7 +132,8 @@ class SlotStream:
             docs.append(doc)
             size += len(doc.input_ids)
         seed = self.recipe.seed * 1_000_003 + self.slot * 7919 + self.window
-        self._rows = list(pack_stream(docs, self.recipe.seq_len, buffer_size=max(1, len(docs)), seed=seed,
+        # buffer_size >= 2 as the packer requires, also for a window holding one document longer than the window.
+        self._rows = list(pack_stream(docs, self.recipe.seq_len, buffer_size=max(2, len(docs)), seed=seed,
                                       buckets=self.recipe.buckets)) if docs else []
         self.rows_done = 0
 

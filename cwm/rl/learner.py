@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cwm.model.loss import DEFAULT_CHUNK, HeadRequest, head_request, shifted_targets
 from cwm.rl.grpo import GRPOConfig, group_advantages, grpo_loss
 from cwm.rl.rollout import Trajectory
 
@@ -57,14 +58,16 @@ def collate(trajs: list[Trajectory], advantages: list[float], pad_id: int) -> di
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each next token under `model` at the sampling temperature, and the policy's entropy there."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
-    logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+                   temperature: float = 1.0, chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each next token under `model` at the sampling temperature, and the policy's entropy there.
+
+    [B, S-1] each, aligned to the target (token j+1 predicted at j). The model's head computes them chunk by
+    chunk (`cwm.model.loss`): no [B, S, vocabulary] logits are held, and only the log-probs carry a gradient.
+    """
+    targets = shifted_targets(input_ids)
+    with head_request(model, HeadRequest("logprobs", targets, chunk_size=chunk_size, temperature=temperature)) as req:
+        logp = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return logp[:, :-1], req.results["entropy"][:, :-1]
 
 
 def micro_batches(n: int, lengths: list[int], max_tokens: int) -> list[list[int]]:

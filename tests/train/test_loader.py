@@ -119,3 +119,29 @@ sources:
     while (row := stream.next_row()) is not None:
         texts.update(tok.decode(doc.input_ids[1:-1]) for doc in row)
     assert texts == {"def f(x):\n    return x + 1\n", "def g(y):\n    return y * 2\n", "total = 0", "for x in range(3):"}
+
+
+def test_a_document_longer_than_the_packing_window_is_cut_into_rows(corpus, tmp_path):
+    """One record of more than pack_window_rows × seq_len tokens, alone in its window: the loader hands it out
+    as row-sized pieces, every token once and in order (it used to ask the packer for a buffer of one)."""
+    from cwm.data.documents import tokenize_pieces
+
+    long_text = "alpha 0: " + " ".join(["total = x + y"] * 400)
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "one.jsonl").write_text(json.dumps({"text": long_text}) + "\n")
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(f"""
+seq_len: 64
+tokenizer: {corpus['tokenizer']}
+pack_window_rows: 2
+sources:
+  long: {{kind: jsonl, paths: ["{tmp_path}/long/*.jsonl"], weight: 1.0, epochs: 1}}
+""")
+    recipe = load_recipe(recipe_path)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    rows = list(PackedLoader(recipe, recipe.tokenizer))
+    want, _ = tokenize_pieces(tokenizer, [(long_text, True)])
+    assert len(want) > 2 * 64
+    got = [int(t) for b in rows for t, s in zip(b["input_ids"][0], b["source_ids"][0]) if s >= 0]
+    assert got == list(want)
+    assert len(rows) == -(-len(want) // 64)
