@@ -99,7 +99,7 @@ def trajectory_pieces(record: dict) -> list[tuple[str, bool]]:
     renderer's text (`Structure`): whatever renders the chat format, it is asked to render the record with each
     content replaced by a stand-in that occurs nowhere else, and the real contents are put back where the
     stand-ins came out. A tool observation holding `<|eot_id|>` stays text."""
-    from cwm.forager.render import trajectory_segments
+    from cwm.data.chat import trajectory_segments
 
     messages = record["messages"]
     mark = _stand_in_mark(messages)

@@ -1,28 +1,7 @@
 """The episode loop: a policy talks to a sandbox through four tools until it submits or runs out of budget.
 
-One tool call per assistant turn, written as text (so any chat model can produce it, and so it is what the
-model learns in mid-training). The format, also given to the model in the system prompt:
-
-    <tool: bash>
-    COMMAND
-    </tool>
-
-    <tool: edit>
-    PATH
-    <<<<<<< SEARCH
-    EXACT LINES TO FIND (must occur exactly once)
-    =======
-    REPLACEMENT LINES
-    >>>>>>> REPLACE
-    </tool>
-
-    <tool: create>
-    PATH
-    FILE CONTENT
-    </tool>
-
-    <tool: submit>
-    </tool>
+The tool-call format (bash, edit, create, submit; one call per assistant turn) is `cwm/data/chat.py`'s, shared
+with RL and mid-training; it is re-exported here.
 
 A reply without exactly one well-formed call is a format error: the episode ends with reward -1. On submit
 the task's hidden tests (if any) are written and the suite runs in the sandbox: reward +1 when every
@@ -30,103 +9,17 @@ fail-to-pass and pass-to-pass test passes, else -1.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from cwm.data.chat import (SYSTEM_PROMPT, TOOLS, FormatError, ToolCall, format_tool_call,  # noqa: F401
+                           parse_tool_call)
 from cwm.data.shards import record_key
 from cwm.forager.sandbox import Sandbox, SandboxError
 from cwm.forager.tasks import Task
 
 SCHEMA = "cwm.trajectory/1"
-TOOLS = ("bash", "edit", "create", "submit")
-_CALL = re.compile(r"<tool:\s*(\w+)\s*>")
-_EDIT = re.compile(r"<<<<<<< SEARCH\n(.*?)^=======\n(.*?)^>>>>>>> REPLACE[ \t]*$", re.S | re.M)
-
-SYSTEM_PROMPT = """You are a software engineer fixing a bug in the repository at /repo (your working directory).
-Each reply: think briefly, then make exactly one tool call. Tools:
-
-<tool: bash>
-COMMAND
-</tool>
-runs COMMAND with bash in /repo (a fresh shell each time; it is killed after {timeout:g}s; no network).
-
-<tool: edit>
-PATH
-<<<<<<< SEARCH
-EXACT LINES TO FIND (must occur exactly once in the file)
-=======
-REPLACEMENT LINES
->>>>>>> REPLACE
-</tool>
-replaces the search lines with the replacement lines.
-
-<tool: create>
-PATH
-FILE CONTENT
-</tool>
-writes a file (creating or replacing it).
-
-<tool: submit>
-</tool>
-ends the episode; your change is then tested.
-"""
-
-
-class FormatError(ValueError):
-    """The assistant turn is not exactly one well-formed tool call."""
-
-
-@dataclass
-class ToolCall:
-    tool: str
-    args: dict
-
-
-def parse_tool_call(text: str) -> ToolCall:
-    """The one tool call in an assistant turn (see the module docstring), or FormatError saying what is wrong."""
-    opens = list(_CALL.finditer(text))
-    if len(opens) != 1:
-        raise FormatError(f"expected exactly one tool call, found {len(opens)}")
-    tool = opens[0].group(1)
-    if tool not in TOOLS:
-        raise FormatError(f"unknown tool {tool!r}; the tools are {', '.join(TOOLS)}")
-    close = text.rfind("</tool>")
-    if close < opens[0].end():
-        raise FormatError(f"the {tool} call is not closed with </tool>")
-    body = text[opens[0].end():close]
-    body = body[1:] if body.startswith("\n") else body
-    if tool == "submit":
-        return ToolCall("submit", {})
-    if tool == "bash":
-        command = body.rstrip("\n")
-        if not command.strip():
-            raise FormatError("empty bash command")
-        return ToolCall("bash", {"command": command})
-    path, _, rest = body.partition("\n")
-    path = path.strip()
-    if not path:
-        raise FormatError(f"{tool}: the first line must be the file path")
-    if tool == "create":
-        return ToolCall("create", {"path": path, "content": rest})
-    m = _EDIT.search(rest)
-    if not m:
-        raise FormatError("edit: expected <<<<<<< SEARCH / ======= / >>>>>>> REPLACE blocks after the path")
-    return ToolCall("edit", {"path": path, "search": m.group(1), "replace": m.group(2)})
-
-
-def format_tool_call(call: ToolCall) -> str:
-    """The text of a tool call (the inverse of parse_tool_call); scripted policies write through it."""
-    a = call.args
-    if call.tool == "submit":
-        return "<tool: submit>\n</tool>"
-    if call.tool == "bash":
-        return f"<tool: bash>\n{a['command']}\n</tool>"
-    if call.tool == "create":
-        return f"<tool: create>\n{a['path']}\n{a['content']}</tool>"
-    return (f"<tool: edit>\n{a['path']}\n<<<<<<< SEARCH\n{a['search']}=======\n{a['replace']}"
-            f">>>>>>> REPLACE\n</tool>")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from cwm.forager.agent import ToolCall, format_tool_call, occurrences
-from cwm.forager.render import prompt_text
+from cwm.data.chat import prompt_text
 from cwm.forager.tasks import Task
 
 

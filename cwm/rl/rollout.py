@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cwm.data.special_tokens import EOT
-from cwm.forager.render import prompt_text
+from cwm.data.chat import prompt_text
 from cwm.rl.env import FAIL, Env, EnvFactory, Message
 from cwm.rl.generate import Generator, Sample, SamplingConfig
 
@@ -44,7 +44,7 @@ class Trajectory:
 
 
 class ChatFormat:
-    """Llama-3 style chat turns rendered by the forager's `prompt_text`: the layout mid-training saw trajectories in."""
+    """Llama-3 style chat turns rendered by `cwm.data.chat.prompt_text`: the layout mid-training saw trajectories in."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer

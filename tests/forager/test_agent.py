@@ -8,7 +8,7 @@ import pytest
 from cwm.data.special_tokens import EOT, chat_header
 from cwm.forager.agent import FormatError, ToolCall, cut, format_tool_call, occurrences, parse_tool_call
 from cwm.forager.policies import OpenAIPolicy, minimal_edit
-from cwm.forager.render import prompt_text, trajectory_segments
+from cwm.data.chat import prompt_text, trajectory_segments
 
 CALLS = [
     ToolCall("bash", {"command": "ls -la && python -m pytest -q tests/test_x.py::test_a"}),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cwm.forager.agent import SYSTEM_PROMPT, EpisodeConfig, FormatError, cut, parse_tool_call, run_tool, score
+from cwm.data.chat import SYSTEM_PROMPT, FormatError, parse_tool_call
+from cwm.forager.agent import EpisodeConfig, cut, run_tool, score
 from cwm.forager.sandbox import Sandbox, SandboxError
 from cwm.forager.tasks import Task
 from cwm.rl.env import FAIL, Message, StepResult, finished, malformed
