@@ -108,7 +108,7 @@ class SettraceBackend(_Backend):
             lasti = frame.f_lasti
             resumed = lasti >= 0 and not (co[lasti] == _RESUME and co[lasti + 1] == 0)
             scope = self.rec.enter(frame, info, resumed)
-            frame.f_trace_lines = bool(scope.eps)
+            frame.f_trace_lines = bool(scope.eps) and not scope.hidden
         except Exception as e:
             self._internal_error(e)
             return None

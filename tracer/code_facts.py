@@ -21,6 +21,7 @@ container it showed again.
 Instructions without a line number are exception-handler code in every CPython this supports; they run only after
 an exception event in the same frame, which makes the recorder distrust the line anyway, so they are ignored here.
 """
+import ast
 import builtins
 import dis
 import linecache
@@ -355,10 +356,55 @@ def _qualname_from_source(code):
     return table.get((code.co_firstlineno, code.co_name), code.co_name)
 
 
+# Code objects of list/set/dict comprehensions: functions of their own before 3.12, inlined from 3.12 on (PEP 709).
+COMPREHENSION_NAMES = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>"})
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp)
+_COMP_LINES = {}
+
+
+def comprehension_lines(filename):
+    """{line: first line of its statement} for the lines of every statement (a compound statement's header only)
+    that holds a list, set or dict comprehension, in the file's source; computed once per file.
+
+    The canonical comprehension form (tracer/recorder.py) shows such a statement as one `line` frame at its first
+    line, whatever the interpreter: where its comprehension runs, 3.11 reports a nested scope and 3.12/3.13 the
+    enclosing scope's lines in an order of their own (which differs between 3.12 and 3.13)."""
+    found = _COMP_LINES.get(filename)
+    if found is not None:
+        return found
+    found = _COMP_LINES[filename] = {}
+    try:
+        tree = ast.parse("".join(linecache.getlines(filename)))
+    except (SyntaxError, ValueError):
+        return found
+
+    def header_end(stmt):
+        """The last line of a statement's own text: a compound statement's header ends where its body starts."""
+        first_child = min((getattr(child, "lineno", 10 ** 9) for field in ("body", "orelse", "handlers", "finalbody")
+                           for child in (getattr(stmt, field, None) or ())), default=None)
+        end = getattr(stmt, "end_lineno", None) or stmt.lineno
+        if first_child is not None and first_child != 10 ** 9:
+            end = min(end, max(stmt.lineno, first_child - 1))
+        return end
+
+    def visit(node, stmt):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                visit(child, child)
+                continue
+            if isinstance(child, _COMPREHENSIONS) and stmt is not None:
+                for line in range(stmt.lineno, header_end(stmt) + 1):
+                    found.setdefault(line, stmt.lineno)
+            visit(child, stmt)
+
+    visit(tree, None)
+    return found
+
+
 class CodeInfo:
     """Everything the recorder needs to know about one traced code object, computed on first use."""
     __slots__ = ("code", "path", "filename", "qualname", "def_line", "is_function", "_facts", "places", "layouts",
-                 "_lines", "_context")
+                 "_lines", "_context", "comprehension", "comp_lines")
 
     def __init__(self, code, path):
         self.code = code
@@ -373,6 +419,10 @@ class CodeInfo:
         self.layouts = {}     # f_locals names, in order -> what the recorder makes of them (recorder._layout_shape)
         self._lines = None
         self._context = None
+        # A comprehension's own scope (before 3.12): in the canonical form it shows no frames, its callees count as
+        # the enclosing scope's. comp_lines: comprehension_lines of the file.
+        self.comprehension = code.co_name in COMPREHENSION_NAMES
+        self.comp_lines = comprehension_lines(code.co_filename)
 
     @property
     def facts(self):

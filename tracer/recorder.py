@@ -83,6 +83,7 @@ class TraceConfig:
     value_budget: int = 200             # characters per repr, then TRUNCATION_MARKER
     content_ids: bool = True            # each record's id a hash of its content (cwm-trace keys records itself)
     raw_values: bool = False            # keep addresses, mock ids, thread idents as the reprs had them (else ordinals)
+    native_comprehensions: bool = False     # comprehensions as this interpreter runs them (else the canonical form)
     max_episodes: int = 1000            # function episodes cut from one unit; past it calls are counted, not traced
     soft_timeout_s: float = None        # stop, record "timeout"
     backend: str = "auto"               # "monitoring" | "settrace" | "auto"
@@ -97,7 +98,7 @@ class TraceStopped(BaseException):
 class _Scope:
     __slots__ = ("info", "facts", "verdicts", "frame", "eps", "prev_line", "last", "diff_base", "diff",
                  "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged",
-                 "unchanged_size", "diff_size", "diff_cut", "scan")
+                 "unchanged_size", "diff_size", "diff_cut", "scan", "stmt_shown", "hidden")
 
     def __init__(self, info):
         self.info = info
@@ -125,6 +126,8 @@ class _Scope:
         self.diff_base = None   # the snapshot `diff` is relative to (the one before the current)
         self.diff = None        # the current snapshot with "..": valid for episodes whose last frame was diff_base
         self.scan = None        # a position whose container's elements the snapshot looks at all when it ends
+        self.stmt_shown = None  # the comprehension statement whose one `line` frame was this scope's last
+        self.hidden = False     # a comprehension's own scope, shown as part of its statement (canonical form)
 
 
 def _forget_unshown(scope, witness):
@@ -256,12 +259,20 @@ def _record_id(record, frames, places):
     return hashlib.sha256(_ADDRESS.sub(b"?", data)).hexdigest()[:32]
 
 
-def _stabilise(ep):
-    """Replace the run-to-run noise in an episode's texts (values.StableNumbers: addresses, mock ids, thread
-    idents) by ordinals in order of first appearance in the trace: locals in frame order, then the value. Done once
-    per finished trace, off the per-line path. A locals dict may be shared by frames (and episodes): a changed one
-    is copied, each distinct dict rewritten once."""
-    text = values.StableNumbers().text
+_COMP_QUALNAME = re.compile(r"\.<(?:list|set|dict)comp>(?=\.)")
+
+
+def _inline_qualnames(text):
+    """A qualname as 3.12+ writes it (PEP 709): a function made inside a comprehension is the enclosing
+    function's (`f.<locals>.<lambda>`), not the comprehension's (`f.<locals>.<listcomp>.<lambda>`, 3.11)."""
+    return _COMP_QUALNAME.sub("", text) if "comp>." in text else text
+
+
+def _stabilise(ep, text):
+    """Rewrite an episode's texts with `text` (`_rewriter`'s): run-to-run noise (values.StableNumbers:
+    addresses, mock ids, thread idents) becomes ordinals in order of first appearance in the trace (locals in frame
+    order, then the value). Done once per finished trace, off the per-line path. A locals dict may be shared by
+    frames (and episodes): a changed one is copied, each distinct dict rewritten once."""
     changed = False
     rewritten = {}      # id(locals dict) -> the dict to show (the same one when it holds no noise)
     for frame in ep.frames:
@@ -271,7 +282,7 @@ def _stabilise(ep):
             if done is None:
                 done = loc
                 for shown in loc.values():
-                    if "at 0x" in shown or "id='" in shown or "ed " in shown:
+                    if "at 0x" in shown or "id='" in shown or "ed " in shown or "comp>." in shown:
                         done = {n: text(t) for n, t in loc.items()}
                         changed = changed or done != loc
                         break
@@ -334,6 +345,18 @@ class Recorder:
         self.cut_floor = _FRAME_JSON + config.value_budget + len(TRUNCATION_MARKER)
         self.episodes_left = config.max_episodes    # function episodes that may still be cut
         self.episodes_skipped = 0                   # calls past max_episodes: no episode of their own
+        # What finished traces' texts go through (None: nothing): ordinals for run-to-run noise, and on 3.11 the
+        # qualnames of functions made in comprehensions as 3.12+ writes them (the canonical comprehension form).
+        numbers = not config.raw_values
+        comps = sys.version_info < (3, 12) and not config.native_comprehensions
+        if numbers and comps:
+            self.rewrite = lambda: (lambda t, n=values.StableNumbers().text: n(_inline_qualnames(t)))
+        elif numbers:
+            self.rewrite = lambda: values.StableNumbers().text
+        elif comps:
+            self.rewrite = lambda: _inline_qualnames
+        else:
+            self.rewrite = None
         # The unit of origin every episode shares (a test, a function call of cwm-trace functions): the held-out
         # split follows it, so the function episodes cut from a test go where its own trace goes.
         self.unit = self.entry_origin.get("unit")
@@ -352,8 +375,16 @@ class Recorder:
             resumed = False
         scope.frame = frame
         parent = self.stack[-1] if self.stack else None
+        if info.comprehension and parent is not None and not self.config.native_comprehensions:
+            # Canonical form: a comprehension's own scope (3.11) shows nothing; its callees are the enclosing
+            # scope's, one level below it, as on 3.12+ where the comprehension runs inline.
+            scope.hidden = True
+            scope.eps = [(ep, d) for ep, d in parent.eps if not ep.closed]
+            self.stack.append(scope)
+            return scope
         depth = self.config.depth
         eps = [(ep, d + 1) for ep, d in parent.eps if d < depth and not ep.closed] if parent is not None else []
+        scope.stmt_shown = None
         if not resumed:
             if self.entry_scope is None and not self.entry_done and info.code is self.entry_code:
                 self.entry_scope = scope
@@ -374,19 +405,50 @@ class Recorder:
     def line(self, scope, line):
         if self.stop_requested:
             self._stop()
+        stmt = scope.info.comp_lines.get(line)
+        if (stmt is not None and not self.config.native_comprehensions) or scope.hidden:
+            self._comprehension_line(scope, line, stmt)
+            return
         if scope.eps:
             self._add(scope, "line", line, self._snapshot(scope, self.last_line_scope is scope), None)
         scope.prev_line = line
+        scope.stmt_shown = None
         self.last_line_scope = scope
+
+    def _comprehension_line(self, scope, line, stmt):
+        """Canonical comprehension form: a statement holding a list/set/dict comprehension is one `line` frame, at
+        its first line, however many line events its evaluation reports (3.12+ reports the comprehension's
+        iterations and lines in an order of their own; 3.11 runs it as a scope of its own, which shows nothing).
+        The next snapshot trusts no earlier one: lines ran that no snapshot saw."""
+        self.last_line_scope = None
+        if scope.hidden or scope.stmt_shown == stmt:
+            return
+        scope.stmt_shown = stmt
+        if scope.eps:
+            self._add(scope, "line", stmt, self._snapshot(scope, False), None)
+        scope.prev_line = line
 
     def exception(self, scope, line, exc):
         self.last_line_scope = None
+        if not self.config.native_comprehensions:
+            if scope.hidden:
+                return
+            line = scope.info.comp_lines.get(line, line)
         if scope.eps:
             self._add(scope, "exception", line, None, values.safe_repr(exc, self.budget)[0])
 
     def leave(self, scope, how, value, line):
         """The scope returns (how="return"), yields ("yield") or is left by an exception ("unwind")."""
         self.last_line_scope = None
+        if scope.hidden:
+            if self.stack and self.stack[-1] is scope:
+                self.stack.pop()
+            elif scope in self.stack:
+                self.stack.remove(scope)
+            scope.frame = None
+            return
+        if not self.config.native_comprehensions:
+            line = scope.info.comp_lines.get(line, line)
         if scope.eps and how != "unwind":
             self._add(scope, "return", line, None, values.safe_repr(value, self.budget)[0])
         stack = self.stack
@@ -856,8 +918,8 @@ class Recorder:
         if ep in self.open:
             self.open.remove(ep)
         frames = ep.frames
-        if not self.config.raw_values:
-            _stabilise(ep)
+        if self.rewrite is not None:
+            _stabilise(ep, self.rewrite())
         # No wall time: the same program traced twice gives byte-identical records (timing is the run log's).
         stats = {"frames": len(frames), "truncated_values": ep.cut}
         if budget:

@@ -57,6 +57,7 @@ def config_from_job(job, **overrides):
                   max_frames=int(job.get("max_frames", 10_000)), max_bytes=int(job.get("max_bytes", 1_000_000)),
                   value_budget=int(job.get("value_budget", 200)), max_episodes=int(job.get("max_episodes", 1000)),
                   content_ids=bool(job.get("content_ids", True)), raw_values=bool(job.get("raw_values", False)),
+                  native_comprehensions=bool(job.get("native_comprehensions", False)),
                   backend=job.get("backend", "auto"), origin=dict(job.get("origin") or {}))
     fields.update(overrides)
     return TraceConfig(**fields)
