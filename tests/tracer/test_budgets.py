@@ -1,6 +1,7 @@
 """Budgets and record identity: an over-budget trace is kept with its outcome, never dropped or silently cut."""
 import json
 import re
+import time
 
 import pytest
 
@@ -105,9 +106,14 @@ def test_cut_values_are_counted_as_the_naive_recorder_counts_them(compare, here,
 
 
 def test_soft_timeout_records_the_trace(here, backend):
+    start = time.monotonic()
     (record,) = trace_call(_forever, config=_config(here, backend, soft_timeout_s=0.3, max_frames=10 ** 9,
                                                     max_bytes=10 ** 12))
+    elapsed = time.monotonic() - start
     assert record["outcome"] == "timeout" and len(record["frames"]) > 10
+    # stopped by the soft timeout itself: not before it, and not long after (a loaded machine gets 2 s of slack)
+    assert 0.3 <= elapsed < 2.3, elapsed
+    assert record["frames"][-1]["kind"] == "line" and record["stats"]["frames"] == len(record["frames"])
 
 
 def test_ids_are_stable_hex_and_ignore_time(here, backend):
