@@ -153,3 +153,4 @@ def test_cp_split_balance_and_traffic(row_len, doc_lengths, show_table):
             assert sum(ours) <= sum(stats[(cp, m)]), f"{m} beat the area split at CP {cp}"
         assert traffic[cp][0] < traffic[cp][1]
         assert max(flops[(cp, flops_methods[2])]) <= 1.03
+

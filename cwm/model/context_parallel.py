@@ -234,22 +234,28 @@ class CPShard:
     def attention(self, q, k, v, window: Window, scale: float | None, backend: str = "auto") -> torch.Tensor:
         """q [S, Hq, D], k/v [S, Hkv, D] of this rank's tokens -> [S, Hq, D]; same rows as unsplit attention."""
         plan = self.plan(window)
-        borrowed = self.start - plan.lo
         recv = None
         if plan.any_exchange:
             kv = torch.cat([k, v], dim=-1)
             recv = KVExchange.apply(kv, plan.send_index, plan.send_splits, plan.recv_splits, self.group)
-        if borrowed == 0:
-            cu, max_len = self._cu(0, q.device)
-            out = packed_attention(q, k, v, cu, max_len, window=window, scale=scale, backend=backend)
+        if self.start == plan.lo:
+            out = self.local_attention(q, k, v, None, None, window, scale, backend)
             # Lenders that borrow nothing still join the backward all-to-all: keep the (empty) received rows in
             # the graph, or autograd would never call KVExchange.backward here and the other ranks would hang.
             return out if recv is None else out + recv.sum()
         head_dim = k.shape[-1]
+        return self.local_attention(q, k, v, recv[..., :head_dim], recv[..., head_dim:], window, scale, backend)
+
+    def local_attention(self, q, k, v, borrowed_k, borrowed_v, window: Window, scale: float | None,
+                        backend: str = "auto") -> torch.Tensor:
+        """This rank's attention given the borrowed rows [lo, start) (None when it borrows none): no communication.
+        `attention` calls it after the exchange; benchmarks time it per rank in one process."""
+        if borrowed_k is None or borrowed_k.shape[0] == 0:
+            cu, max_len = self._cu(0, q.device)
+            return packed_attention(q, k, v, cu, max_len, window=window, scale=scale, backend=backend)
         n = self.first_len
-        keys = torch.cat([recv[..., :head_dim], k[:n]], 0)
-        values = torch.cat([recv[..., head_dim:], v[:n]], 0)
-        first = offset_attention(q[:n], keys, values, borrowed, window, scale)
+        keys, values = torch.cat([borrowed_k, k[:n]], 0), torch.cat([borrowed_v, v[:n]], 0)
+        first = offset_attention(q[:n], keys, values, borrowed_k.shape[0], window, scale)
         if n == q.shape[0]:
             return first
         cu, max_len = self._cu(1, q.device)
