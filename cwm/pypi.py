@@ -21,14 +21,19 @@ TOOLZ = ("toolz", "1.0.0", "2c86e3d9a04798ac556793bced838816296a2f085017664e4995
 DEFAULT_CACHE = Path(os.environ.get("CWM_CACHE", Path.home() / ".cache" / "cwm-toolkit")) / "sdists"
 
 
+class SdistHashMismatch(ValueError):
+    """The downloaded archive does not hash to the pinned sha256."""
+
+
 class RegistryUnreachable(RuntimeError):
     """The package registry could not be reached (tests skip with this as their reason)."""
 
 
-def fetch_sdist(name: str, version: str, sha256: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The extracted source tree of `name==version`, whose archive must hash to `sha256`."""
+def fetch_sdist(name: str, version: str, sha256: str | None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The extracted source tree of `name==version`, whose archive must hash to `sha256` (None: any archive pip
+    gets for that version; the one used is named in `.complete`)."""
     cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-    target = cache / f"{name}-{version}-{sha256[:12]}"
+    target = cache / f"{name}-{version}-{sha256[:12] if sha256 else 'unpinned'}"
     if (target / ".complete").exists():
         return _source_root(target)
     cache.mkdir(parents=True, exist_ok=True)
@@ -42,8 +47,8 @@ def fetch_sdist(name: str, version: str, sha256: str, cache_dir: str | os.PathLi
             raise RegistryUnreachable(f"pip could not download {name}=={version}: {proc.stderr.strip()[-300:]}")
         archive = archives[0]
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        if digest != sha256:
-            raise ValueError(f"{archive.name}: sha256 {digest} does not match the pinned {sha256}")
+        if sha256 is not None and digest != sha256:
+            raise SdistHashMismatch(f"{archive.name}: sha256 {digest} does not match the pinned {sha256}")
         extracted = Path(tmp) / "src"
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:

@@ -2,6 +2,7 @@
 
     cwm-forager base-image
     cwm-forager build-image REPO --tag NAME [--base IMAGE]
+    cwm-forager build-images LIST [--ray auto|ADDRESS] [--jobs N]     one image per line of LIST (resumable)
     cwm-forager tasks IMAGE --kind mutate-fix -n 20 -o tasks.jsonl [--seed 0] [--workers 2]
     cwm-forager tasks IMAGE --kind issue-fix --repo REPO -n 5 -o tasks.jsonl
     cwm-forager tasks --kind pr-history --repo REPO -n 50 -o tasks.jsonl   # offline (SWE-RL): no image
@@ -37,6 +38,23 @@ def cmd_base_image(args) -> int:
 def cmd_build_image(args) -> int:
     info = images.build_image(images.client(), args.repo, args.tag, base=args.base)
     print(json.dumps({"image": args.tag, "passing": len(info.passing), "test_command": info.test_command}))
+    return 0
+
+
+def cmd_build_images(args) -> int:
+    """Every repository of a list (cwm/corpus.py: folders, git folders, pinned sdists), one image each; a failure
+    is a row of the run log with its cause; rerunning skips the items that have a row."""
+    from pathlib import Path
+
+    from cwm import corpus
+    try:
+        items = corpus.parse_list(Path(args.list))
+        log = Path(args.log or f"{args.list}.images.jsonl")
+        stats = corpus.run_corpus(items, corpus.CorpusConfig(mode="build", base=args.base), log_path=log,
+                                  ray_address=args.ray, jobs=args.jobs)
+    except corpus.CorpusInputError as exc:
+        raise ValueError(str(exc)) from None
+    corpus.print_summary(stats, log, f"cwm-forager build-images: {args.list}")
     return 0
 
 
@@ -149,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--pids", type=int, default=256)
         q.add_argument("--workers", type=int, default=2)
 
+    bl = sub.add_parser("build-images", help="build the image of every repository of a list (resumable)")
+    bl.add_argument("list", help="one repository a line: FOLDER, or name==version [--hash=sha256:HEX]")
+    bl.add_argument("--log", help="run log (default: LIST.images.jsonl)")
+    bl.add_argument("--ray", metavar="auto|ADDRESS", help="build as Ray tasks on an existing cluster")
+    bl.add_argument("--jobs", type=int, default=1, help="builds at once without --ray (default 1)")
+    bl.add_argument("--base", help="base image with python3 and git (default: the debootstrap base)")
+
     t = sub.add_parser("tasks", help="generate validated tasks from a repository image")
     t.add_argument("image", nargs="?", help="repository image (not for --kind pr-history)")
     t.add_argument("--kind", choices=KINDS, default="mutate-fix")
@@ -176,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"base-image": cmd_base_image, "build-image": cmd_build_image, "tasks": cmd_tasks,
+COMMANDS = {"base-image": cmd_base_image, "build-image": cmd_build_image, "build-images": cmd_build_images,
+            "tasks": cmd_tasks,
             "collect": cmd_collect, "sweep": cmd_sweep}
 
 
