@@ -2,11 +2,17 @@
 
     torchrun --nproc-per-node 8 cwm/train.py --recipe data_recipes/cwm.yaml --training.steps 100000
     python cwm/train.py --recipe data_recipes/demo.yaml --out runs/demo
+    python cwm/train.py --recipe R --model.init /path/to/hf-model --out runs/mid   # continue a pretrained model
+    python cwm/train.py --recipe data_recipes/cwm.yaml --plan --plan.devices 256 --plan.device_gb 80
 
 Overrides are `--section.field value` for any field of the config dataclasses below (or `section.field: value`
 in the recipe's `training:` block; the command line wins). The loop reads top to bottom: set up (process group,
 tokenizer, model, parallelism, optimizer, loader, resume), then per step: micro-batches, loss, backward, clip,
 step, log, evaluate, checkpoint; at the end: checkpoint, evaluate, export to Hugging Face, plot.
+
+The model is built on the meta device, sharded, then materialised and filled shard by shard (cwm/model/
+pretrained.py): no rank holds the whole model. The loss never forms [tokens, vocabulary] logits: the model's
+head computes it chunk by chunk (cwm/model/loss.py). `--plan` prints the memory per device instead of training.
 
 A run in `--out` that already holds a checkpoint continues from it (same loss sequence as never stopping).
 """
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 
 from cwm.data.recipe import RecipeError, load_recipe
 from cwm.data.tokenizer import TokenizerError
+from cwm.model.pretrained import PretrainedError
 
 
 class ConfigError(ValueError):
@@ -40,6 +47,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     preset: str = "tiny"            # tiny | 125m | 1b | 8b | cwm-32b (cwm.model.config.PRESETS)
     config: str | None = None       # a CwmConfig JSON file or folder instead of a preset
+    init: str | None = None         # a pretrained Hugging Face folder to continue (its architecture and tokenizer)
+    rope_theta: float | None = None  # with init: a new RoPE θ (position extension)
+    rope_scaling: str | None = None  # with init: JSON merged into the config's rope_parameters, e.g. {"rope_type": "yarn", "factor": 4.0}
     attn_implementation: str = "cwm_packed"
 
 
@@ -66,6 +76,7 @@ class TrainingConfig:
     activation_checkpointing: str = "auto"  # auto (on GPU) | on | off
     compile: bool = False
     cpu_threads: int | None = None  # torch intra-op threads on CPU (1 avoids oversubscribing a shared machine)
+    loss_chunk: int = 256           # tokens per chunk of the linear + cross-entropy (cwm/model/loss.py)
 
 
 @dataclass
@@ -92,6 +103,12 @@ class LogConfig:
 
 
 @dataclass
+class PlanConfig:
+    devices: int | None = None      # devices to plan for (default: this run's ranks)
+    device_gb: float = 80.0         # memory per device to fit in
+
+
+@dataclass
 class JobConfig:
     recipe: str = ""
     out: str = "runs/train"
@@ -102,6 +119,7 @@ class JobConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 # -- configuration -------------------------------------------------------------------------------------------
@@ -149,10 +167,12 @@ def parse_args(argv: list[str] | None) -> JobConfig:
     parser.add_argument("--recipe", required=True, help="data recipe YAML (data_recipes/)")
     parser.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/, loss.png")
     parser.add_argument("--export", help="true/false: write OUT/hf at the end")
+    parser.add_argument("--plan", action="store_true", help="print the memory per device and whether it fits; no training")
     for section, cls in _sections().items():
         for f in dataclasses.fields(cls):
             parser.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}", metavar="V", default=None)
     args = vars(parser.parse_args(argv))
+    planning = args.pop("plan")
     cfg = JobConfig(recipe=args.pop("recipe"))
     recipe = load_recipe(cfg.recipe)
     for dotted, value in (recipe.training or {}).items():
@@ -162,9 +182,12 @@ def parse_args(argv: list[str] | None) -> JobConfig:
             apply_override(cfg, dotted, value)
     from cwm.model.config import PRESETS
 
-    if not cfg.model.config and cfg.model.preset not in PRESETS:
+    if not cfg.model.config and not cfg.model.init and cfg.model.preset not in PRESETS:
         raise ConfigError(f"model preset '{cfg.model.preset}' unknown; use one of {', '.join(PRESETS)} "
-                          f"or --model.config FILE")
+                          f"or --model.config FILE or --model.init HF_FOLDER")
+    if cfg.training.loss_chunk < 1:
+        raise ConfigError(f"setting 'training.loss_chunk': must be >= 1, got {cfg.training.loss_chunk}")
+    cfg.planning = planning
     return cfg
 
 
@@ -212,28 +235,100 @@ def all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
     return values
 
 
-def token_losses(model, batch: dict, autocast: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token cross entropy of a packed row (HF convention: logits at j predict labels at j + 1)."""
+def token_losses(model, batch: dict, autocast: bool, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The summed cross entropy of a packed row (differentiable), and per token (detached) its loss, whether it
+    counts and its source. HF convention: position j predicts labels[j + 1]. The model's head computes the loss
+    chunk by chunk (cwm/model/loss.py): no [T, V] logits."""
+    from cwm.model.loss import HeadRequest, head_request, shifted_targets
+
     cu = batch["cu_seqlens"]
-    with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"],
-                       max_length_k=batch["max_seqlen"]).logits
+    targets = shifted_targets(batch["input_ids"], batch["labels"])
+    with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast), \
+            head_request(model, HeadRequest("loss_sum", targets, chunk_size=chunk_size)) as request:
+        total = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                      cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"],
+                      max_length_k=batch["max_seqlen"]).logits
     labels = batch["labels"][0, 1:]
-    losses = F.cross_entropy(logits[0, :-1].float(), labels, ignore_index=-100, reduction="none")
-    return losses, labels != -100, batch["source_ids"][0, 1:]
+    return total, request.results["token_losses"][0, :-1], labels != -100, batch["source_ids"][0, 1:]
+
+
+def rss_bytes() -> tuple[int, int]:
+    """(current, peak) resident memory of this process."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _retie(model, config) -> None:
+    """`to_empty` gives each module a new parameter (meta -> real storage), which unties tied embeddings; tie them
+    again (FSDP2 shards the shared parameter once, in the root unit)."""
+    if not getattr(config, "tie_word_embeddings", False):
+        return
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head.weight is not embed.weight:
+        head.weight = embed.weight
+
+
+def build_model(cfg: JobConfig, recipe, out: Path, device: torch.device, mesh, *, bf16: bool, ac: bool, say):
+    """Tokenizer, config and the parallelised model with its weights, built without a full copy on any rank.
+
+    Returns (model, config, tokenizer, tokenizer_dir, model_class). Every check of `--model.init` runs before
+    anything is written.
+    """
+    from cwm.data.tokenizer import load_tokenizer
+    from cwm.model import loss, pretrained
+    from cwm.model.config import build_config
+    from cwm.model.parallelize import parallelize
+
+    if cfg.model.init:
+        source = pretrained.inspect(cfg.model.init)
+        tokenizer_dir = out / "tokenizer"
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            pretrained.prepare_tokenizer(source, tokenizer_dir)
+        if dist.is_initialized():
+            dist.barrier()
+        tokenizer = load_tokenizer(tokenizer_dir)
+        config = pretrained.fit_config(source, tokenizer, seq_len=recipe.seq_len, rope_theta=cfg.model.rope_theta,
+                                       rope_scaling=cfg.model.rope_scaling)
+        model_class = source.model_class
+    else:
+        if cfg.model.rope_theta is not None or cfg.model.rope_scaling:
+            raise ConfigError("settings 'model.rope_theta'/'model.rope_scaling' apply to --model.init; "
+                              "a preset or --model.config sets them in its config")
+        from transformers import CwmForCausalLM
+
+        source, tokenizer_dir = None, recipe.tokenizer
+        tokenizer = load_tokenizer(tokenizer_dir)
+        config = build_config(tokenizer, preset=cfg.model.preset, config_file=cfg.model.config, seq_len=recipe.seq_len)
+        model_class = CwmForCausalLM
+    if cfg.model.attn_implementation == "cwm_packed":
+        from cwm.model.attention import register
+
+        register()
+    with torch.device("meta"):
+        model = model_class._from_config(config, attn_implementation=cfg.model.attn_implementation)
+        model.tie_weights()  # tied input/output embeddings are one parameter before sharding (and loading)
+    loss.install(model)  # the head computes the loss in place of logits while asked (cwm/model/loss.py)
+    model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=ac, compile=cfg.training.compile)
+    model.to_empty(device=device)
+    _retie(model, config)
+    pretrained.reset_buffers(model, device)
+    if source is not None:
+        pretrained.load_weights(model, source)
+    else:
+        pretrained.init_weights(model, config, cfg.training.seed)
+    return model, config, tokenizer, tokenizer_dir, model_class
 
 
 # -- the run -------------------------------------------------------------------------------------------------
 def train(cfg: JobConfig) -> dict:
-    from transformers import CwmForCausalLM
-
     from cwm.data.loader import PackedLoader
-    from cwm.data.tokenizer import load_tokenizer
     from cwm.eval.metrics import MetricsLogger, plot_losses
     from cwm.model import checkpoint
-    from cwm.model.config import build_config, flops_per_token
-    from cwm.model.parallelize import parallelize
+    from cwm.model.config import flops_per_row, matmul_parameters
+    from cwm.model.parallelize import build_mesh
 
     recipe = load_recipe(cfg.recipe)
     out = Path(cfg.out)
@@ -252,27 +347,21 @@ def train(cfg: JobConfig) -> dict:
     ac = cfg.training.activation_checkpointing == "on" or (cfg.training.activation_checkpointing == "auto" and on_gpu)
     say = print if rank == 0 else (lambda *a, **k: None)
 
-    tokenizer = load_tokenizer(recipe.tokenizer)
-    if cfg.model.attn_implementation == "cwm_packed":
-        from cwm.model.attention import register
-
-        register()
-    config = build_config(tokenizer, preset=cfg.model.preset, config_file=cfg.model.config, seq_len=recipe.seq_len)
-    torch.manual_seed(cfg.training.seed)  # the same initial weights on every rank, before FSDP shards them
-    with torch.device(device):
-        model = CwmForCausalLM._from_config(config, attn_implementation=cfg.model.attn_implementation)
+    torch.manual_seed(cfg.training.seed)
+    mesh = build_mesh(device.type, world) if distributed else None
+    rss_before = rss_bytes()[0]
+    model, config, tokenizer, tokenizer_dir, model_class = build_model(cfg, recipe, out, device, mesh, bf16=bf16,
+                                                                       ac=ac, say=say)
+    built_peak = rss_bytes()[1]
     n_params = sum(p.numel() for p in model.parameters())
-    mesh = None
-    if distributed:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("dp",))
-    model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=ac, compile=cfg.training.compile)
+    matmuls = matmul_parameters(model, config)
     model.train()
+    print(f"rank {rank}: built the model, RSS {rss_before / 2**30:.3f} GB before, peak {built_peak / 2**30:.3f} GB "
+          f"after ({n_params * 4 / 2**30:.3f} GB of fp32 parameters in all)", flush=True)
 
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.training.steps))
-    loader = PackedLoader(recipe, recipe.tokenizer, rank=rank, world=world, num_workers=cfg.training.num_workers)
+    loader = PackedLoader(recipe, tokenizer_dir, rank=rank, world=world, num_workers=cfg.training.num_workers)
     row_tokens = recipe.seq_len
     grad_accum = max(1, (cfg.training.batch_tokens or row_tokens * world) // (row_tokens * world))
     metrics = MetricsLogger(out, enabled=rank == 0, tensorboard=cfg.log.tensorboard)
@@ -289,20 +378,20 @@ def train(cfg: JobConfig) -> dict:
         say(f"resumed from {last} at step {step}")
     metrics.truncate_after(step)  # steps logged after the checkpoint will be logged again
     evaluator = _build_eval(cfg, recipe, tokenizer, say)
-    say(f"model {cfg.model.preset if not cfg.model.config else cfg.model.config}: {n_params / 1e6:.2f}M parameters, "
+    say(f"model {cfg.model.init or cfg.model.config or cfg.model.preset} ({model_class.__name__}): "
+        f"{n_params / 1e6:.2f}M parameters, "
         f"{world} rank(s) on {device.type}, {'bf16' if bf16 else 'fp32'}, grad accumulation {grad_accum}, "
         f"{grad_accum * world * row_tokens} tokens/step, attention {cfg.model.attn_implementation}")
     if cfg.model.attn_implementation != "cwm_packed":
         say(f"warning: attention {cfg.model.attn_implementation} may let the documents of a packed row see each "
             f"other (transformers' eager/sdpa do for this model); cwm_packed keeps them apart")
-    flops_token = flops_per_token(config, row_tokens)
     peak = peak_flops(cfg.log, device)
 
     stop_at = min(cfg.training.steps, cfg.training.stop_after or cfg.training.steps)
     batches = iter(loader)
     # Losses (summed, and token counts) per source since the last log line: logged values average the window.
     window_losses = torch.zeros(2, len(source_names), device=device, dtype=torch.float64)
-    window_start, window_tokens = time.perf_counter(), 0
+    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     last_values: dict = {}
     interrupted, loader_at_step = False, loader.state_dict()
     try:
@@ -317,8 +406,9 @@ def train(cfg: JobConfig) -> dict:
             n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
                                              device=device))
             for b in micro:
-                losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None)
-                (losses.sum() * world / n_loss).backward()  # FSDP averages gradients over ranks
+                total, losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None,
+                                                        chunk_size=cfg.training.loss_chunk)
+                (total * world / n_loss).backward()  # FSDP averages gradients over ranks
                 ids = src.clamp(min=0)[mask]
                 window_losses[0].index_add_(0, ids, losses.detach()[mask].double())
                 window_losses[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
@@ -329,15 +419,21 @@ def train(cfg: JobConfig) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window_tokens += sum(b["input_ids"].numel() for b in micro) * world
+            # Throughput counts real tokens (not padding); FLOPs charge attention per document (flops_per_row).
+            work = all_reduce(torch.tensor([float(sum(int((b["source_ids"] >= 0).sum()) for b in micro)),
+                                            sum(flops_per_row(config, matmuls, _doc_lengths(b)) for b in micro)],
+                                           device=device, dtype=torch.float64))
+            window_tokens += int(work[0])
+            window_flops += float(work[1])
 
             values = {}
             if step % cfg.log.every == 0 or step == stop_at:
                 per_source = all_reduce(window_losses.clone())
-                tps = window_tokens / (time.perf_counter() - window_start)
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / elapsed
                 values = {"loss": float(per_source[0].sum() / per_source[1].sum()),
                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "tokens_per_s": tps, "mfu": tps * flops_token / (peak * world),
+                          "tokens_per_s": tps, "mfu": window_flops / elapsed / (peak * world),
                           **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
                              for i, n in enumerate(source_names) if per_source[1, i] > 0}}
                 say(f"step {step:6d} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
@@ -348,7 +444,7 @@ def train(cfg: JobConfig) -> dict:
             if values:
                 metrics.log(step, values)  # one line per logged step: training metrics and evaluation together
                 last_values.update(values)
-                window_start, window_tokens = time.perf_counter(), 0
+                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < stop_at:
                 checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     except KeyboardInterrupt:
@@ -361,7 +457,7 @@ def train(cfg: JobConfig) -> dict:
     summary = {"step": step, **last_values}
     if not interrupted:
         if cfg.export:
-            checkpoint.export_hf(model, config, tokenizer, out / "hf")
+            checkpoint.export_hf(model, config, tokenizer, out / "hf", model_class=model_class)
             say(f"exported {out / 'hf'}")
         if rank == 0 and metrics.path.exists():
             say(f"wrote {plot_losses(metrics.path, out / 'loss.png')}")
@@ -371,6 +467,13 @@ def train(cfg: JobConfig) -> dict:
     if interrupted:
         raise SystemExit(130)
     return summary
+
+
+def _doc_lengths(batch: dict) -> list[int]:
+    """Lengths of the real documents of a packed row (the trailing padding document excluded)."""
+    cu = batch["cu_seqlens"].tolist()
+    real = int((batch["source_ids"] >= 0).sum())
+    return [b - a for a, b in zip(cu, cu[1:]) if b <= real]
 
 
 def _build_eval(cfg: JobConfig, recipe, tokenizer, say):
@@ -408,8 +511,13 @@ def _evaluate(evaluator, model, device, say) -> dict:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
-        train(cfg)
-    except (RecipeError, TokenizerError, ConfigError) as e:
+        if cfg.planning:
+            from cwm.model.plan import print_plan
+
+            print_plan(cfg)
+        else:
+            train(cfg)
+    except (RecipeError, TokenizerError, ConfigError, PretrainedError) as e:
         print(f"cwm/train.py: {e}", file=sys.stderr)
         return 2
     return 0

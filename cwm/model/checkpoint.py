@@ -97,17 +97,20 @@ def load(path: Path, model, optimizer, scheduler, loader) -> int:
     return int(state["trainer"]["step"])
 
 
-def export_hf(model, config, tokenizer, out_dir: Path) -> Path | None:
+def export_hf(model, config, tokenizer, out_dir: Path, model_class=None) -> Path | None:
     """Gather the full weights and write a folder `AutoModelForCausalLM.from_pretrained` loads (rank 0 writes).
 
-    The exported config names the stock `sdpa` attention: the folder must load where `cwm_packed` is unknown.
+    The folder keeps the trained architecture (`model_class`: CwmForCausalLM by default, or the class of the
+    `--model.init` folder) and the tokenizer trained with. The exported config names the stock `sdpa`
+    attention: the folder must load where `cwm_packed` is unknown.
     """
-    from transformers import CwmForCausalLM
+    if model_class is None:
+        from transformers import CwmForCausalLM as model_class
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if _rank() == 0:
         with torch.device("meta"):  # a copy: _from_config would switch the training model's config to sdpa
-            hf = CwmForCausalLM._from_config(copy.deepcopy(config), attn_implementation="sdpa")
+            hf = model_class._from_config(copy.deepcopy(config), attn_implementation="sdpa")
         hf.load_state_dict(full, assign=True)
         hf.tie_weights()
         hf.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -69,3 +69,40 @@ def flops_per_token(config, seq_len: int) -> float:
     span = sum(min(seq_len, config.sliding_window or seq_len) if t == "sliding_attention" else seq_len
                for t in config.layer_types)
     return 6 * params + 6 * q * h * span  # QK and PV: 2 × 2 FLOPs, halved by the causal mask, × 3 fwd + bwd
+
+
+def matmul_parameters(model, config) -> int:
+    """Parameters that multiply activations: every matrix but the input embedding, plus the output projection
+    (counted once more when it shares the embedding's matrix). Works on meta or sharded models (global shapes)."""
+    total = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n)
+    if getattr(config, "tie_word_embeddings", False):
+        total += config.vocab_size * config.hidden_size
+    return total
+
+
+def _window_pairs(n: int, window: int | None) -> int:
+    """(query, key) pairs a causal layer computes over one document of n tokens: sum over i of min(i + 1, window)."""
+    if window is None or window >= n:
+        return n * (n + 1) // 2
+    return window * (window + 1) // 2 + (n - window) * window
+
+
+def layer_windows(config) -> list[int | None]:
+    """Each layer's attention span: its sliding window, or None for full attention."""
+    layers = config.num_hidden_layers
+    types = getattr(config, "layer_types", None) or ["full_attention"] * layers
+    window = getattr(config, "sliding_window", None)
+    return [window if t == "sliding_attention" and window else None for t in types]
+
+
+def flops_per_row(config, matmul_params: int, doc_lengths: list[int]) -> float:
+    """Training FLOPs (forward + backward) of a packed row, counted per document.
+
+    6 × matmul parameters per real token, plus attention over each document's own length and each layer's
+    window: 12 × query heads × head dim FLOPs per (query, key) pair the packed kernel computes (QK and PV,
+    2 FLOPs a multiply-add, × 3 for forward + backward). Padding counts nothing.
+    """
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    pairs = sum(_window_pairs(n, w) for w in layer_windows(config) for n in doc_lengths)
+    return 6.0 * matmul_params * sum(doc_lengths) + 12.0 * heads * head_dim * pairs

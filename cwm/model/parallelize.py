@@ -10,9 +10,17 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 
+def build_mesh(device_type: str, world: int) -> DeviceMesh:
+    """The device mesh of a run: one data-parallel (FSDP) dimension over every rank. Meshes are built here only."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
+
+
 def parallelize(model, mesh: DeviceMesh | None, *, bf16: bool, activation_checkpointing: bool,
                 compile: bool) -> torch.nn.Module:
-    """Apply AC, compile and FSDP2 to a `CwmForCausalLM` in place.
+    """Apply AC, compile and FSDP2 to a Hugging Face causal LM (Cwm, Llama, Qwen2/3, ...) in place; works on a
+    model built on the meta device (then `to_empty` and load, see cwm/model/pretrained.py).
 
     `mesh=None` (one plain process) skips FSDP; the caller then runs forward under `torch.autocast` for bf16.
     """
