@@ -3,40 +3,22 @@
 The tool-call format (bash, edit, create, submit; one call per assistant turn) is `cwm/data/chat.py`'s, shared
 with RL and mid-training; it is re-exported here.
 
-A reply without exactly one well-formed call is a format error: the episode ends with reward -1. On submit
-the task's hidden tests (if any) are written and the suite runs in the sandbox: reward +1 when every
-fail-to-pass and pass-to-pass test passes, else -1.
+The episode itself is `cwm/forager/episode.py`'s state machine (shared with RL); this module holds the tools
+and the policy-driven loop. A reply without exactly one well-formed call is a format error: the episode ends
+with reward -1. On submit `cwm/forager/grading.py` restores the task's test files and runs its explicit test
+list: reward +1 when every fail-to-pass and pass-to-pass test passes, else -1.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from cwm.data.chat import (SYSTEM_PROMPT, TOOLS, FormatError, ToolCall, format_tool_call,  # noqa: F401
                            parse_tool_call)
-from cwm.data.shards import record_key
-from cwm.forager.sandbox import Sandbox, SandboxError
+from cwm.forager.episode import (SCHEMA, ContextOverflow, Episode, EpisodeConfig, EpisodeEnd,  # noqa: F401
+                                 PolicyError, cut)
+from cwm.forager.sandbox import Sandbox
 from cwm.forager.tasks import Task
-
-SCHEMA = "cwm.trajectory/1"
-
-
-@dataclass(frozen=True)
-class EpisodeConfig:
-    max_turns: int = 128
-    max_tokens: int = 65536          # conversation length (prompt + reply of the last turn)
-    wall_s: float = 1800.0
-    bash_timeout_s: float = 120.0
-    observation_chars: int = 8000    # longer observations keep their head and tail
-    test_timeout_s: float = 900.0
-
-
-def cut(text: str, budget: int) -> str:
-    if len(text) <= budget:
-        return text
-    half = budget // 2
-    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
 
 
 def occurrences(text: str, search: str) -> int:
@@ -68,83 +50,36 @@ def run_tool(sandbox: Sandbox, call: ToolCall, timeout_s: float) -> tuple[str, i
 
 
 def score(sandbox: Sandbox, task: Task, timeout_s: float) -> tuple[int, dict]:
-    """+1 when every fail-to-pass and pass-to-pass test passes after the task's hidden tests are written."""
-    for path, content in task.test_files.items():
-        err = sandbox.write_file(path, content)
-        if err:
-            raise SandboxError(f"writing hidden test {path} failed: {err}")
-    run = sandbox.run_tests(timeout_s=timeout_s)
-    need = task.fail_to_pass + task.pass_to_pass
-    failed = [t for t in need if run.outcomes.get(t) != "passed"]
-    return (1 if not failed else -1), {"tests_failed": len(failed), "tests_required": len(need),
-                                       "test_summary": run.summary}
+    """+1 when every fail-to-pass and pass-to-pass test passes, graded by `grading.grade` (test files restored,
+    explicit test list)."""
+    from cwm.forager.grading import grade
+
+    result = grade(sandbox, task, timeout_s)
+    return (1 if result.pop("components")["tests"] == 1.0 else -1), result
 
 
 def run_episode(task: Task, policy, open_sandbox: Callable[[Task], Sandbox],
-                cfg: EpisodeConfig = EpisodeConfig()) -> dict:
-    """One episode; returns its `cwm.trajectory/1` record. The sandbox is closed on every exit path."""
-    t0 = time.monotonic()
-    messages = [{"role": "system", "content": SYSTEM_PROMPT.format(timeout=cfg.bash_timeout_s), "tool": None},
-                {"role": "user", "content": task.statement, "tool": None}]
-    steps: list[dict] = []
-    stats: dict = {"turns": 0, "tokens": 0}
-    outcome, reward, patch = "step_limit", -1, ""
-    sandbox = None
+                cfg: EpisodeConfig = EpisodeConfig(), *, save_path=None) -> dict:
+    """One episode (`episode.Episode`) driven by `policy`; returns its `cwm.trajectory/1` record. The sandbox is
+    closed on every exit path. A policy that fails (its server errors, the context overflows) ends the episode
+    with outcome policy_error or token_limit; nothing is raised for it."""
+    episode = Episode(task, open_sandbox, cfg, policy={"kind": policy.kind, "model": policy.model},
+                      save_path=save_path)
     try:
-        sandbox = open_sandbox(task)
-        stats["sandbox"] = sandbox.isolation
-        stats["sandbox_start_s"] = round(time.monotonic() - t0, 3)
-        sandbox.begin(task.start_files)
+        episode.start()
         policy.start(task)
         while True:
-            if stats["turns"] >= cfg.max_turns:
-                outcome = "step_limit"
-                break
-            if time.monotonic() - t0 > cfg.wall_s:
-                outcome = "timeout"
-                break
-            reply = policy.act([{"role": m["role"], "content": m["content"]} for m in messages])
-            stats["turns"] += 1
-            stats["tokens"] = reply.tokens
-            messages.append({"role": "assistant", "content": reply.text, "tool": None})
-            if reply.tokens > cfg.max_tokens:
-                outcome = "token_limit"
-                break
+            if time.monotonic() - episode.t0 > cfg.wall_s:
+                episode.fail("timeout")
             try:
-                call = parse_tool_call(reply.text)
-            except FormatError as exc:
-                outcome = "format_error"
-                stats["format_error"] = str(exc)
-                break
-            if call.tool == "submit":
-                steps.append({"tool": "submit", "args": {}, "observation": "", "exit_code": None,
-                              "seconds": 0.0, "timed_out": False})
-                patch = sandbox.patch()
-                t1 = time.monotonic()
-                reward, test_stats = score(sandbox, task, cfg.test_timeout_s)
-                stats.update(test_stats, test_seconds=round(time.monotonic() - t1, 3))
-                outcome = "submitted"
-                break
-            remaining = cfg.wall_s - (time.monotonic() - t0)
-            t1 = time.monotonic()
-            observation, code, timed_out = run_tool(sandbox, call, max(1.0, min(cfg.bash_timeout_s, remaining)))
-            observation = cut(observation, cfg.observation_chars)
-            steps.append({"tool": call.tool, "args": call.args, "observation": observation, "exit_code": code,
-                          "seconds": round(time.monotonic() - t1, 4), "timed_out": timed_out})
-            messages.append({"role": "tool", "content": observation, "tool": call.tool})
-        if outcome != "submitted":
-            patch = sandbox.patch()
-    except SandboxError as exc:
-        outcome, reward = "sandbox_error", -1
-        stats["error"] = str(exc)[-1000:]
+                reply = policy.act(episode.chat())
+            except ContextOverflow as exc:
+                episode.fail("token_limit", str(exc)[-500:])
+            except PolicyError as exc:
+                episode.fail("policy_error", str(exc)[-500:])
+            episode.step(reply.text, reply.tokens)
+    except EpisodeEnd:
+        pass
     finally:
-        if sandbox is not None:
-            sandbox.close()
-    stats["wall_s"] = round(time.monotonic() - t0, 3)
-    stats["actions"] = sum(1 for s in steps if s["tool"] != "submit")
-    record = {"schema": SCHEMA, "task": task.public(), "policy": {"kind": policy.kind, "model": policy.model},
-              "messages": messages, "steps": steps, "patch": patch, "reward": reward, "outcome": outcome,
-              "stats": stats}
-    record["id"] = record_key({"task": task.id, "policy": record["policy"], "messages": messages})
-    return record
-
+        episode.close()
+    return episode.record()

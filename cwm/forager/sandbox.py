@@ -321,6 +321,8 @@ class LocalSandbox(Sandbox):
             plugin_dir = self.workdir / "cwm"
             plugin_dir.mkdir()
             shutil.copy(Path(testrun.__file__).with_name(f"{testrun.PLUGIN_MODULE}.py"), plugin_dir)
+            # the pristine source, seen at images.SOURCE_DIR as in Docker (the grader restores test files from it)
+            shutil.copytree(self.repo, plugin_dir / Path(images.SOURCE_DIR).name, symlinks=True)
             (self.workdir / "home").mkdir()
             self.python_bin = str(Path(python or sys.executable).parent)  # its python must have pytest
             self.bwrap = shutil.which("bwrap") if bubblewrap is not False else None

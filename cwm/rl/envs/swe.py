@@ -1,21 +1,20 @@
 """Software engineering: a ForagerAgent task (DESIGN §4) as a multi-turn environment.
 
-The episode is the forager's (`cwm/forager/agent.py`) turned inside out — the rollout loop, not a policy object,
-supplies each assistant turn — and reuses its pieces: the system prompt and text tool-call format, `run_tool`
-for bash/edit/create inside the task's sandbox (a fresh Docker container per episode), and `score` on submit
-(+1 when every fail-to-pass and pass-to-pass test passes). A reply that is not exactly one well-formed tool call
-is -1 and ends the episode. A sandbox failure also ends it, flagged `sandbox_error` so the learner can leave
-the trajectory out (the policy did nothing wrong).
+The episode is the forager's own state machine (`cwm/forager/episode.py`), with the rollout loop — not a policy
+object — supplying each assistant turn: the same system prompt and text tool-call format, the same tools in the
+task's sandbox (a fresh Docker container per episode), the same grader on submit (`cwm/forager/grading.py`: test
+files restored, explicit test list; +1 when every fail-to-pass and pass-to-pass test passes). A reply that is not
+exactly one well-formed tool call is -1 and ends the episode. A sandbox failure also ends it, flagged
+`sandbox_error` so the learner can leave the trajectory out (the policy did nothing wrong).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from cwm.data.chat import SYSTEM_PROMPT, FormatError, parse_tool_call
-from cwm.forager.agent import EpisodeConfig, cut, run_tool, score
-from cwm.forager.sandbox import Sandbox, SandboxError
+from cwm.forager.episode import Episode, EpisodeConfig, EpisodeEnd
+from cwm.forager.sandbox import Sandbox
 from cwm.forager.tasks import Task
-from cwm.rl.env import FAIL, Message, StepResult, finished, malformed
+from cwm.rl.env import Message, StepResult
 
 
 class SWEEnv:
@@ -23,47 +22,43 @@ class SWEEnv:
 
     def __init__(self, task: Task, open_sandbox: Callable[[Task], Sandbox], cfg: EpisodeConfig):
         self.task = task
-        self.open_sandbox = open_sandbox
-        self.cfg = cfg
-        self.sandbox: Sandbox | None = None
-        self.error: str | None = None
-        self.turns = 0
+        self.episode = Episode(task, open_sandbox, cfg)
+        self.ended: EpisodeEnd | None = None
+
+    @property
+    def turns(self) -> int:
+        return self.episode.stats["turns"]
 
     def reset(self) -> list[Message]:
         try:
-            self.sandbox = self.open_sandbox(self.task)
-            self.sandbox.begin(self.task.start_files)
-        except SandboxError as e:
-            self.error = str(e)[-500:]
-        return [{"role": "system", "content": SYSTEM_PROMPT.format(timeout=self.cfg.bash_timeout_s)},
-                {"role": "user", "content": self.task.statement}]
+            self.episode.start()
+        except EpisodeEnd as end:  # sandbox_error: reported at the first step
+            self.ended = end
+        return [{"role": m["role"], "content": m["content"]} for m in self.episode.messages]
 
     def step(self, action: str) -> StepResult:
-        if self.error is not None:
-            return self._sandbox_error(self.error)
-        self.turns += 1
+        if self.ended is not None:
+            return self._finished(self.ended)
         try:
-            call = parse_tool_call(action)
-        except FormatError as e:
-            return malformed(f"format_error: {e}", turns=self.turns)
-        try:
-            if call.tool == "submit":
-                reward, stats = score(self.sandbox, self.task, self.cfg.test_timeout_s)
-                return finished(reward > 0, outcome="submitted", turns=self.turns, **stats)
-            observation, _, _ = run_tool(self.sandbox, call, self.cfg.bash_timeout_s)
-        except SandboxError as e:
-            return self._sandbox_error(str(e)[-500:])
-        if self.turns >= self.cfg.max_turns:
-            return StepResult([], FAIL, True, {"passed": False, "outcome": "step_limit", "turns": self.turns})
-        return StepResult([{"role": "tool", "content": cut(observation, self.cfg.observation_chars)}], 0.0, False)
+            observation = self.episode.step(action)
+        except EpisodeEnd as end:
+            return self._finished(end)
+        return StepResult([{"role": "tool", "content": observation}], 0.0, False)
 
-    def _sandbox_error(self, message: str) -> StepResult:
-        return StepResult([], FAIL, True, {"passed": False, "outcome": "sandbox_error", "error": message})
+    def _finished(self, end: EpisodeEnd) -> StepResult:
+        stats = self.episode.stats
+        info = {"passed": end.outcome == "submitted" and end.reward == 1.0, "outcome": end.outcome,
+                "turns": stats["turns"]}
+        for key in ("tests_failed", "tests_required", "test_summary", "restored", "removed", "tampering",
+                    "reward_terms", "error"):
+            if key in stats:
+                info[key] = stats[key]
+        if end.outcome == "format_error":
+            info["malformed"] = f"format_error: {end.detail}"
+        return StepResult([], end.reward, True, info)
 
     def close(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.close()
-            self.sandbox = None
+        self.episode.close()
 
 
 class SWETasks:
