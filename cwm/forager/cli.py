@@ -123,6 +123,8 @@ def cmd_collect(args) -> int:
             raise TaskError("--sandbox local needs --repo DIR (the repository the tasks were made from)")
         new_sandbox = lambda task: open_sandbox("local", source=args.repo, limits=_limits(args))  # noqa: E731
     kw = {"model": args.model, "base_url": args.base_url}
+    if args.policy == "openai" and args.max_reply_tokens:
+        kw["max_reply_tokens"] = args.max_reply_tokens
     if args.policy == "hf":  # one model in memory, shared by the workers one turn at a time
         shared = make_policy("hf", **kw)
         lock = threading.Lock()
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bash-timeout", type=float, default=120.0)
     c.add_argument("--shard-samples", type=int, default=1000, help="episodes per shard (the unit of resume)")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("--max-reply-tokens", type=int, help="openai: most tokens per reply (default: a quarter of the "
+                   "context the server reports at /v1/models; always capped to the room the conversation leaves)")
     sandbox_args(c)
     s = sub.add_parser("sweep", help="remove leftover cwm-forager containers")
     s.add_argument("--all", action="store_true", help="also those of live collectors")

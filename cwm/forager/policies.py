@@ -14,6 +14,7 @@ import abc
 import difflib
 import json
 import os
+import re
 import shlex
 import time
 import urllib.error
@@ -21,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from cwm.forager.agent import ToolCall, format_tool_call, occurrences
+from cwm.forager.episode import ContextOverflow, PolicyError
 from cwm.data.chat import prompt_text
 from cwm.forager.tasks import Task
 
@@ -99,46 +101,105 @@ def minimal_edit(old: str, new: str) -> tuple[str, str]:
 
 class OpenAIPolicy(Policy):
     """A chat-completions endpoint. Tool observations go back as user turns (the text tool format needs no
-    server-side tool support)."""
+    server-side tool support).
+
+    The reply budget fits the server: its context length is read once from `/v1/models` (vLLM reports
+    `max_model_len`), each request asks for min(`max_reply_tokens`, context - prompt tokens) — the prompt counted
+    by the server's `/tokenize` where it has one, else estimated — and a conversation with no room left raises
+    ContextOverflow. A 400 that says the context is exceeded is a ContextOverflow too; any other failure, after
+    `retries` for the transient ones (5xx, connection errors), is a PolicyError. The episode turns both into an
+    outcome (`token_limit`, `policy_error`) and collection goes on."""
     kind = "openai"
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, temperature: float = 0.0,
-                 max_reply_tokens: int = 2048, timeout_s: float = 300.0, retries: int = 3):
+                 max_reply_tokens: int | None = None, timeout_s: float = 300.0, retries: int = 3,
+                 min_reply_tokens: int = 16):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
         self.temperature, self.max_reply_tokens = temperature, max_reply_tokens
-        self.timeout_s, self.retries = timeout_s, retries
+        self.timeout_s, self.retries, self.min_reply_tokens = timeout_s, retries, min_reply_tokens
+        self._context: int | None | bool = False    # False: not asked yet; None: the server does not say
+        self._tokenize = True
+
+    def context_length(self) -> int | None:
+        """The served model's context length from `/v1/models` (None when the server does not report it)."""
+        if self._context is False:
+            self._context = None
+            try:
+                data = self._request("GET", "/models", None).get("data") or []
+            except PolicyError:
+                data = []
+            for card in data:
+                if card.get("id") == self.model or len(data) == 1:
+                    length = card.get("max_model_len") or card.get("context_length")
+                    self._context = int(length) if length else None
+                    break
+        return self._context
+
+    def _prompt_tokens(self, messages: list[dict]) -> int:
+        if self._tokenize:
+            root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+            try:
+                reply = self._request("POST", "/tokenize", {"model": self.model, "messages": messages,
+                                                            "add_generation_prompt": True}, root=root, retries=0)
+                return int(reply["count"])
+            except (PolicyError, KeyError, TypeError, ValueError):
+                self._tokenize = False   # no such route: estimate from now on
+        return _estimate_tokens(messages, "") + 8 * len(messages)
+
+    def reply_budget(self, messages: list[dict]) -> int:
+        """max_tokens for the next request; ContextOverflow when the conversation leaves too little room."""
+        context = self.context_length()
+        want = self.max_reply_tokens or (context // 4 if context else 2048)
+        if context is None:
+            return want
+        room = context - self._prompt_tokens(messages)
+        if room < self.min_reply_tokens:
+            raise ContextOverflow(f"the conversation needs {context - room} of the server's {context} context "
+                                  f"tokens; no room for a reply")
+        return min(want, room)
 
     def act(self, messages):
-        body = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_reply_tokens,
-                "messages": [{"role": "user" if m["role"] == "tool" else m["role"],
-                              "content": m["content"]} for m in messages]}
-        data = self._post("/chat/completions", body)
+        chat = [{"role": "user" if m["role"] == "tool" else m["role"], "content": m["content"]} for m in messages]
+        body = {"model": self.model, "temperature": self.temperature, "max_tokens": self.reply_budget(chat),
+                "messages": chat}
+        data = self._request("POST", "/chat/completions", body)
         try:
             text = data["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError(f"{self.base_url}: unexpected chat completion response {str(data)[:300]}") from exc
+        except (KeyError, IndexError, TypeError):
+            raise PolicyError(f"{self.base_url}: unexpected chat completion response {str(data)[:300]}") from None
         usage = data.get("usage") or {}
         tokens = usage.get("total_tokens") or _estimate_tokens(messages, text)
         return Reply(text, int(tokens))
 
-    def _post(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {self.api_key}"})
-        for attempt in range(self.retries + 1):
+    def _request(self, method: str, path: str, body: dict | None, *, root: str | None = None,
+                 retries: int | None = None) -> dict:
+        url = (root or self.base_url) + path
+        req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     method=method, headers={"Content-Type": "application/json",
+                                                             "Authorization": f"Bearer {self.api_key}"})
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
-                if exc.code < 500 or attempt == self.retries:
-                    raise RuntimeError(f"{self.base_url}{path}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt == self.retries:
-                    raise RuntimeError(f"{self.base_url}{path}: unreachable ({exc})") from exc
+                detail = exc.read()[:500].decode(errors="replace")
+                if exc.code == 400 and _CONTEXT_ERROR.search(detail):
+                    raise ContextOverflow(f"{url}: HTTP 400: {detail[:300]}") from None
+                if exc.code < 500 or attempt == retries:
+                    raise PolicyError(f"{url}: HTTP {exc.code}: {detail[:300]}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+                if attempt == retries:
+                    raise PolicyError(f"{url}: unreachable or unreadable ({exc})") from None
             time.sleep(min(2 ** attempt, 10))
         raise AssertionError("unreachable")
+
+
+# how OpenAI-compatible servers (vLLM, SGLang, OpenAI) say a request does not fit the context
+_CONTEXT_ERROR = re.compile(r"maximum context length|context length|context_length_exceeded|max_model_len|"
+                            r"too many tokens|prompt is too long", re.I)
 
 
 class HFPolicy(Policy):
