@@ -174,7 +174,7 @@ def parse_args(argv: list[str] | None) -> JobConfig:
     args = vars(parser.parse_args(argv))
     planning = args.pop("plan")
     cfg = JobConfig(recipe=args.pop("recipe"))
-    recipe = load_recipe(cfg.recipe)
+    recipe = load_recipe(cfg.recipe, check_files=not planning)  # a plan needs no data
     for dotted, value in (recipe.training or {}).items():
         apply_override(cfg, dotted, value)
     for dotted, value in args.items():
