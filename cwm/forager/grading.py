@@ -199,3 +199,36 @@ def _findings(sandbox: Sandbox, checker: str, files: list[str]) -> int:
         raise SandboxError(f"checker {checker} is not installed in the image: rebuild it with "
                            f"`cwm-forager build-image REPO --tag T --checkers {checker}`")
     return sum(1 for line in r.output.splitlines() if re.match(r"^\S+\.py:\d+:", line))
+
+
+def grade_test_writer(open_sandbox, task, test_files: dict[str, str], timeout_s: float = 900.0) -> dict:
+    """Kimi-Dev's TestWriter check, both sides: the written tests must fail on the buggy code (the task's
+    starting files) *and* pass once the oracle fix is applied, each in a fresh sandbox with the test paths
+    restored first and only the written test files run (explicit paths). A collection error on either side,
+    a test that passes on both or fails on both, scores -1."""
+    from cwm.forager.tasks import TEST_PATH
+
+    for path in test_files:
+        name = path.rsplit("/", 1)[-1]
+        if not TEST_PATH.search(path) or name == "conftest.py" or name in CONFIG_FILES:
+            return {"passed": False, "components": {"tests": -1.0},
+                    "rejected": f"{path} is not a test module (tests/..., test_*.py or *_test.py; no conftest)"}
+    sides = {}
+    for side, files in (("buggy", task.start_files), ("fixed", {**task.start_files, **task.fix_files})):
+        with open_sandbox(task) as sb:
+            sb.begin(files)
+            restore_tests(sb, task)
+            for path, content in test_files.items():
+                err = sb.write_file(path, content)
+                if err:
+                    raise SandboxError(f"writing {path} failed: {err}")
+            run = sb.run_tests(sorted(test_files), timeout_s=timeout_s)
+        ours = {k: v for k, v in run.outcomes.items() if k.split("::")[0] in test_files}
+        sides[side] = {"ran": run.ran and bool(ours), "failed": sorted(k for k, v in ours.items() if v != "passed"),
+                       "passed": sorted(k for k, v in ours.items() if v == "passed"), "summary": run.summary}
+    buggy, fixed = sides["buggy"], sides["fixed"]
+    ok = buggy["ran"] and fixed["ran"] and bool(buggy["failed"]) and not fixed["failed"]
+    verdict = ("reproduces" if ok else "collection_error" if not (buggy["ran"] and fixed["ran"])
+               else "passes_on_buggy" if not buggy["failed"] else "fails_with_fix")
+    return {"passed": ok, "components": {"tests": 1.0 if ok else -1.0}, "verdict": verdict,
+            "buggy": buggy["summary"], "fixed": fixed["summary"]}
