@@ -222,6 +222,10 @@ class HFBackend(Backend):
         for row in new:
             end = next((j for j, t in enumerate(row) if t in stops), len(row))
             text = self.tokenizer.decode(row[:end], skip_special_tokens=False)
+            if end == len(row):
+                # cut by max_tokens inside a multi-byte character: servers (vLLM's incremental detokenizer) hold
+                # the incomplete bytes back, decode() writes U+FFFD for them; drop them as the servers do
+                text = text.rstrip("\ufffd")
             texts.append(cut_at_stop(text, params.stop))
         return [texts[i * copies:(i + 1) * copies] * (params.n // copies) for i in range(len(prompts))]
 
@@ -285,7 +289,7 @@ class OpenAIBackend(Backend):
                 "top_p": params.top_p, "n": params.n, "seed": _seed_for(params.seed, prompt.id),
                 "skip_special_tokens": False, "spaces_between_special_tokens": False}
         if params.stop:
-            body["stop"] = list(params.stop)
+            body["stop"] = list(params.stop)[:4]   # the OpenAI API takes at most 4; the rest are cut here
         body["prompt"] = self.encode(prompt.text) if self.tokenizer is not None else prompt.text
         return body
 
