@@ -258,11 +258,12 @@ def done_rows(log: Path) -> dict[str, dict]:
     return rows
 
 
-def merge_manifests(out: Path) -> dict:
-    """DIR/manifest.json from the items' own manifests (shard names relative to DIR), written atomically."""
+def merge_manifests(out: Path, units: str = ITEMS) -> dict:
+    """DIR/manifest.json from the units' own manifests under DIR/{units}/ (shard names relative to DIR, groups
+    kept: a ShardWriter opened on DIR resumes from it), written atomically."""
     from cwm.data.shards import MANIFEST, SCHEMA
     shards = []
-    for manifest in sorted((out / ITEMS).glob(f"*/{MANIFEST}")):
+    for manifest in sorted((out / units).glob(f"*/{MANIFEST}")):
         rel = manifest.parent.relative_to(out)
         for entry in json.loads(manifest.read_text())["shards"]:
             shards.append({**entry, "name": f"{rel}/{entry['name']}"})
@@ -380,6 +381,67 @@ def _run_on_ray(todo: list[Item], config: CorpusConfig, address: str, write, con
                        "cause": "worker", "detail": str(e).splitlines()[0][:300], "wall_s": 0.0})
     finally:
         ray.shutdown()
+
+
+# -- trajectories on Ray (cwm-forager collect --ray) ----------------------------------------------------------------
+CHUNKS = "chunks"
+
+
+def collect_chunk(task_dicts: list[dict], out: str, policy: str, policy_kw: dict, limits_kw: dict,
+                  episode_kw: dict, workers: int) -> dict:
+    """One unit of `collect --ray`: a chunk of tasks collected into its own folder (resumable per episode, so a
+    retried chunk redoes only the episodes its killed worker had not finished)."""
+    from cwm.forager import images
+    from cwm.forager.agent import EpisodeConfig
+    from cwm.forager.collect import CollectConfig, collect
+    from cwm.forager.policies import make_policy
+    from cwm.forager.sandbox import SandboxLimits, open_sandbox, sweep_containers
+    from cwm.forager.tasks import Task
+    dc = images.client()
+    sweep_containers(dc)
+    tasks = [Task.from_dict(d) for d in task_dicts]
+    limits = SandboxLimits(**limits_kw)
+    return collect(tasks, lambda: make_policy(policy, **policy_kw),
+                   lambda task: open_sandbox("docker", image=task.image, limits=limits, dc=dc), out,
+                   CollectConfig(workers=workers, episode=EpisodeConfig(**episode_kw)), show_progress=False)
+
+
+def collect_on_ray(tasks: list, *, address: str, out: Path, chunk: int, policy: str, policy_kw: dict,
+                   limits_kw: dict, episode_kw: dict, workers: int = 1, console: Console | None = None) -> dict:
+    """Episodes as Ray tasks, `chunk` tasks a unit, each unit into DIR/chunks/{chunk key}; the merged manifest
+    (DIR/manifest.json) lists every unit's shards at the end and at the start of a resumed run."""
+    from dataclasses import asdict
+
+    from cwm.data.shards import record_key
+    console = console or Console(stderr=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    merge_manifests(out, CHUNKS)
+    units = [tasks[i:i + chunk] for i in range(0, len(tasks), max(1, chunk))]
+    ray = connect_ray(address)
+    start = time.monotonic()
+    try:
+        check_docker_everywhere(ray)
+        remote = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(collect_chunk)
+        refs = [remote.remote([asdict(t) for t in unit],
+                              str(out / CHUNKS / f"chunk-{record_key([t.id for t in unit])[:12]}"),
+                              policy, policy_kw, limits_kw, episode_kw, workers) for unit in units]
+        console.print(f"{len(refs)} units of up to {chunk} tasks submitted to the Ray cluster at {address}")
+        summaries = ray.get(refs)
+    finally:
+        ray.shutdown()
+        merge_manifests(out, CHUNKS)
+    rewards, outcomes = Counter(), Counter()
+    for s in summaries:
+        rewards.update(s.get("rewards") or {})
+        outcomes.update(s.get("outcomes") or {})
+    wall = time.monotonic() - start
+    episodes = sum(s["episodes"] for s in summaries)
+    summary = {"episodes": episodes, "skipped_done": sum(s.get("skipped_done", 0) for s in summaries),
+               "rewards": dict(rewards), "outcomes": dict(outcomes), "units": len(units), "wall_s": round(wall, 2),
+               "episodes_per_min": round(60 * episodes / wall, 2) if wall > 0 else None, "policy": policy}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 # -- the summary --------------------------------------------------------------------------------------------------

@@ -125,6 +125,23 @@ def cmd_collect(args) -> int:
     kw = {"model": args.model, "base_url": args.base_url}
     if args.policy == "openai" and args.max_reply_tokens:
         kw["max_reply_tokens"] = args.max_reply_tokens
+    if args.ray:   # units of --chunk tasks as Ray tasks (cwm/corpus.py); each worker makes its own policy
+        from dataclasses import asdict
+        if args.sandbox != "docker":
+            raise TaskError("--ray runs episodes in Docker on the cluster's nodes: drop --sandbox local")
+
+        from cwm import corpus
+        make_policy(args.policy, **kw)
+        try:
+            summary = corpus.collect_on_ray(
+                tasks, address=args.ray, out=args.output, chunk=args.chunk, policy=args.policy, policy_kw=kw,
+                limits_kw=asdict(_limits(args)), workers=1, episode_kw=dict(
+                    max_turns=args.max_turns, max_tokens=args.max_tokens, wall_s=args.wall_s,
+                    bash_timeout_s=args.bash_timeout))
+        except corpus.CorpusInputError as exc:
+            raise ValueError(str(exc)) from None
+        print(json.dumps(summary, indent=2))
+        return 0
     if args.policy == "hf":  # one model in memory, shared by the workers one turn at a time
         shared = make_policy("hf", **kw)
         lock = threading.Lock()
@@ -199,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--max-reply-tokens", type=int, help="openai: most tokens per reply (default: a quarter of the "
                    "context the server reports at /v1/models; always capped to the room the conversation leaves)")
+    c.add_argument("--ray", metavar="auto|ADDRESS", help="run chunks of tasks as Ray tasks on an existing cluster")
+    c.add_argument("--chunk", type=int, default=8, help="tasks per Ray unit (default 8)")
     sandbox_args(c)
     s = sub.add_parser("sweep", help="remove leftover cwm-forager containers")
     s.add_argument("--all", action="store_true", help="also those of live collectors")

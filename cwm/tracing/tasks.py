@@ -49,6 +49,10 @@ def trace_tasks(tasks: list[Task], *, out_dir: Path, options: TraceOptions, work
     pythons: dict = {}
     runs = []
     for task in tasks:
+        if not task.image:   # a pr-history task made from git history alone: no image to run it in
+            console.print(f"[yellow]task {task.id}: no image (build one of {task.repo} with `cwm-forager "
+                          "build-image` and make the tasks from it); skipped")
+            continue
         if task.image not in pythons:
             image_mod.image_info(dc, task.image)    # a missing image: one line, before anything runs
             pythons[task.image] = image_mod.probe_image(dc, image_mod.ImageTarget(task.image), options)
