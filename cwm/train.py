@@ -103,6 +103,12 @@ class LogConfig:
 
 
 @dataclass
+class ParallelConfig:
+    cp: int = 1                     # context parallelism: ranks that split each row (cwm/model/context_parallel.py)
+    cp_balance: str = "flops"       # split rows at equal attention area + matmul FLOPs (flops) or area alone (area)
+
+
+@dataclass
 class PlanConfig:
     devices: int | None = None      # devices to plan for (default: this run's ranks)
     device_gb: float = 80.0         # memory per device to fit in
@@ -120,6 +126,7 @@ class JobConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 # -- configuration -------------------------------------------------------------------------------------------
@@ -241,6 +248,13 @@ def token_losses(model, batch: dict, autocast: bool, chunk_size: int) -> tuple[t
     chunk by chunk (cwm/model/loss.py): no [T, V] logits."""
     from cwm.model.loss import HeadRequest, head_request, shifted_targets
 
+    if "cp_shard" in batch:  # this rank's share of a row (cwm/model/context_parallel.py): targets come shifted
+        with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast), \
+                head_request(model, HeadRequest("loss_sum", batch["targets"], chunk_size=chunk_size)) as request:
+            total = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                          cp_shard=batch["cp_shard"]).logits
+        targets = batch["targets"][0]
+        return total, request.results["token_losses"][0], targets != -100, batch["target_source_ids"][0]
     cu = batch["cu_seqlens"]
     targets = shifted_targets(batch["input_ids"], batch["labels"])
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast), \
@@ -269,6 +283,9 @@ def _retie(model, config) -> None:
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     if head.weight is not embed.weight:
         head.weight = embed.weight
+
+
+RSS_BEFORE_MATERIALISING = 0
 
 
 def build_model(cfg: JobConfig, recipe, out: Path, device: torch.device, mesh, *, bf16: bool, ac: bool, say):
@@ -312,6 +329,8 @@ def build_model(cfg: JobConfig, recipe, out: Path, device: torch.device, mesh, *
         model.tie_weights()  # tied input/output embeddings are one parameter before sharding (and loading)
     loss.install(model)  # the head computes the loss in place of logits while asked (cwm/model/loss.py)
     model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=ac, compile=cfg.training.compile)
+    global RSS_BEFORE_MATERIALISING
+    RSS_BEFORE_MATERIALISING = rss_bytes()[0]  # everything imported, nothing allocated yet: the baseline of --plan
     model.to_empty(device=device)
     _retie(model, config)
     pretrained.reset_buffers(model, device)
@@ -337,6 +356,11 @@ def train(cfg: JobConfig) -> dict:
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    cp = cfg.parallel.cp
+    if cp < 1 or world % cp or cfg.parallel.cp_balance not in ("flops", "area"):
+        raise ConfigError(f"--parallel.cp {cp} must divide the {world} rank(s), and --parallel.cp_balance be "
+                          f"flops or area (got {cfg.parallel.cp_balance!r})")
+    dp_rank, dp_world, cp_rank = rank // cp, world // cp, rank % cp  # the CP ranks of a DP group are consecutive
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -348,11 +372,10 @@ def train(cfg: JobConfig) -> dict:
     say = print if rank == 0 else (lambda *a, **k: None)
 
     torch.manual_seed(cfg.training.seed)
-    mesh = build_mesh(device.type, world) if distributed else None
-    rss_before = rss_bytes()[0]
+    mesh = build_mesh(device.type, world, cp=cp) if distributed else None
     model, config, tokenizer, tokenizer_dir, model_class = build_model(cfg, recipe, out, device, mesh, bf16=bf16,
                                                                        ac=ac, say=say)
-    built_peak = rss_bytes()[1]
+    rss_before, built_peak = RSS_BEFORE_MATERIALISING, rss_bytes()[1]
     n_params = sum(p.numel() for p in model.parameters())
     matmuls = matmul_parameters(model, config)
     model.train()
@@ -361,9 +384,11 @@ def train(cfg: JobConfig) -> dict:
 
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.training.steps))
-    loader = PackedLoader(recipe, tokenizer_dir, rank=rank, world=world, num_workers=cfg.training.num_workers)
+    # Every CP rank of a DP group reads the same rows and trains on its share of each (shard_rows).
+    loader = PackedLoader(recipe, tokenizer_dir, rank=dp_rank, world=dp_world, num_workers=cfg.training.num_workers)
     row_tokens = recipe.seq_len
-    grad_accum = max(1, (cfg.training.batch_tokens or row_tokens * world) // (row_tokens * world))
+    grad_accum = max(1, (cfg.training.batch_tokens or row_tokens * dp_world) // (row_tokens * dp_world))
+    shard_rows = _cp_sharder(config, cfg.parallel, cp_rank, mesh["cp"].get_group() if cp > 1 else None)
     metrics = MetricsLogger(out, enabled=rank == 0, tensorboard=cfg.log.tensorboard)
     source_names = [s.name for s in recipe.sources]
 
@@ -381,7 +406,8 @@ def train(cfg: JobConfig) -> dict:
     say(f"model {cfg.model.init or cfg.model.config or cfg.model.preset} ({model_class.__name__}): "
         f"{n_params / 1e6:.2f}M parameters, "
         f"{world} rank(s) on {device.type}, {'bf16' if bf16 else 'fp32'}, grad accumulation {grad_accum}, "
-        f"{grad_accum * world * row_tokens} tokens/step, attention {cfg.model.attn_implementation}")
+        f"{grad_accum * dp_world * row_tokens} tokens/step, attention {cfg.model.attn_implementation}"
+        + (f", context parallel {cp} (balance {cfg.parallel.cp_balance})" if cp > 1 else ""))
     if cfg.model.attn_implementation != "cwm_packed":
         say(f"warning: attention {cfg.model.attn_implementation} may let the documents of a packed row see each "
             f"other (transformers' eager/sdpa do for this model); cwm_packed keeps them apart")
@@ -404,8 +430,8 @@ def train(cfg: JobConfig) -> dict:
             micro = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in micro]
             # Normalize by the loss tokens of the whole step (all ranks, all micro-batches): every token weighs the same.
             n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
-                                             device=device))
-            for b in micro:
+                                             device=device)) / cp  # each row is read by its cp ranks
+            for b in map(shard_rows, micro):
                 total, losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None,
                                                         chunk_size=cfg.training.loss_chunk)
                 (total * world / n_loss).backward()  # FSDP averages gradients over ranks
@@ -422,7 +448,7 @@ def train(cfg: JobConfig) -> dict:
             # Throughput counts real tokens (not padding); FLOPs charge attention per document (flops_per_row).
             work = all_reduce(torch.tensor([float(sum(int((b["source_ids"] >= 0).sum()) for b in micro)),
                                             sum(flops_per_row(config, matmuls, _doc_lengths(b)) for b in micro)],
-                                           device=device, dtype=torch.float64))
+                                           device=device, dtype=torch.float64)) / cp  # rows counted once
             window_tokens += int(work[0])
             window_flops += float(work[1])
 
@@ -474,6 +500,17 @@ def _doc_lengths(batch: dict) -> list[int]:
     cu = batch["cu_seqlens"].tolist()
     real = int((batch["source_ids"] >= 0).sum())
     return [b - a for a, b in zip(cu, cu[1:]) if b <= real]
+
+
+def _cp_sharder(config, parallel: ParallelConfig, cp_rank: int, group):
+    """Row -> this rank's share of it (cwm/model/context_parallel.py), or the row itself without CP."""
+    if parallel.cp == 1:
+        return lambda batch: batch
+    from cwm.model.context_parallel import flops_token_cost, layer_windows, shard_batch
+
+    windows = layer_windows(config)
+    token_cost = flops_token_cost(config) if parallel.cp_balance == "flops" else 0.0
+    return lambda batch: shard_batch(batch, parallel.cp, cp_rank, windows, group, token_cost=token_cost)[0]
 
 
 def _build_eval(cfg: JobConfig, recipe, tokenizer, say):

@@ -40,15 +40,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from cwm.model.config import layer_windows  # noqa: F401  (each layer's window: what the split is balanced for)
 from cwm_kernels import packed_attention
 
 Window = int | None  # keys seen per query on a layer, itself included; None: the whole document
-
-
-def layer_windows(config) -> list[Window]:
-    """Each decoder layer's window (None on full-attention layers), from a transformers config's `layer_types`."""
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    return [config.sliding_window if t == "sliding_attention" else None for t in types]
 
 
 def flops_token_cost(config) -> float:

@@ -10,10 +10,13 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 
-def build_mesh(device_type: str, world: int) -> DeviceMesh:
-    """The device mesh of a run: one data-parallel (FSDP) dimension over every rank. Meshes are built here only."""
+def build_mesh(device_type: str, world: int, cp: int = 1) -> DeviceMesh:
+    """The device mesh of a run: one data-parallel (FSDP) dimension over every rank, or with context parallelism
+    (dp = world / cp, cp), the CP ranks of a DP group consecutive. Meshes are built here only."""
     from torch.distributed.device_mesh import init_device_mesh
 
+    if cp > 1:
+        return init_device_mesh(device_type, (world // cp, cp), mesh_dim_names=("dp", "cp"))
     return init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
 
 
