@@ -36,8 +36,11 @@ def cmd_base_image(args) -> int:
 
 
 def cmd_build_image(args) -> int:
-    info = images.build_image(images.client(), args.repo, args.tag, base=args.base)
-    print(json.dumps({"image": args.tag, "passing": len(info.passing), "test_command": info.test_command}))
+    checkers = tuple(c for c in (args.checkers or "").split(",") if c)
+    info = images.build_image(images.client(), args.repo, args.tag, base=args.base, flaky_runs=args.flaky_runs,
+                              checkers=checkers)
+    print(json.dumps({"image": args.tag, "passing": len(info.passing), "flaky": info.flaky,
+                      "checkers": info.checkers, "test_command": info.test_command}))
     return 0
 
 
@@ -81,7 +84,8 @@ def cmd_tasks(args) -> int:
             job = bar.add_task("tasks", total=args.n, tried=0)
             tasks = generate_mutate_fix(
                 args.image, info.repo, info.commit, info.passing, args.n, seed=args.seed, open_sandbox=new_sandbox,
-                workers=args.workers, progress=lambda accepted, tried: bar.update(job, completed=accepted, tried=tried))
+                workers=args.workers, progress=lambda accepted, tried: bar.update(job, completed=accepted, tried=tried),
+                flaky=info.flaky)
     else:
         if not args.repo:
             raise TaskError("--kind issue-fix needs --repo DIR: the git repository whose history is mined")
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("repo")
     b.add_argument("--tag", required=True)
     b.add_argument("--base", help="base image with python3 and git (default: the debootstrap base)")
+    b.add_argument("--flaky-runs", type=int, default=3, help="run the suite this many times; tests that flip "
+                   "are recorded as flaky (default 3)")
+    b.add_argument("--checkers", help="comma-separated checkers a composite reward reads: ruff,mypy,pyright")
 
     def sandbox_args(q):
         q.add_argument("--sandbox", choices=("docker", "local"), default="docker")

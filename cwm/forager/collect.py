@@ -43,7 +43,10 @@ def summarize(records: list[dict], wall_s: float) -> dict:
             "actions": len(latencies), "wall_s": round(wall_s, 2),
             "actions_per_s": round(len(latencies) / wall_s, 3) if wall_s > 0 else None,
             "median_action_latency_s": round(statistics.median(latencies), 4) if latencies else None,
-            "episodes_per_min": round(60 * len(records) / wall_s, 2) if wall_s > 0 else None}
+            "episodes_per_min": round(60 * len(records) / wall_s, 2) if wall_s > 0 else None,
+            # flaky tests (measured at image build) re-run at grading, and those still failing after the re-runs
+            "flaky_reruns": sum(1 for r in records if r["stats"].get("flaky_rerun")),
+            "flaky_still_failing": sum(1 for r in records if r["stats"].get("flaky_still_failing"))}
 
 
 def collect(tasks: list[Task], new_policy: Callable[[], Policy], open_sandbox: Callable[[Task], Sandbox],

@@ -35,7 +35,7 @@ class EpisodeConfig:
     bash_timeout_s: float = 120.0
     observation_chars: int = 8000    # longer observations keep their head and tail
     test_timeout_s: float = 900.0
-    flaky_credit: float = 0.0        # a failing test known to be flaky, still failing after re-runs (grading)
+    flaky_credit: float | None = None  # reward when only known-flaky tests fail, still after re-runs (None: -1)
     flaky_reruns: int = 2
 
 

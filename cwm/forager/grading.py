@@ -113,7 +113,7 @@ def required_tests(task) -> list[str]:
 
 
 def grade(sandbox: Sandbox, task, timeout_s: float = 900.0, *, flaky: set[str] | None = None,
-          flaky_credit: float = 0.0, reruns: int = 2) -> dict:
+          flaky_credit: float | None = None, reruns: int = 2) -> dict:
     """Restore, run the explicit test list, score. Returns {"passed", "components": {"tests": ...}, ...}."""
     patch = sandbox.patch()
     tampered = runner_tampering(patch)
@@ -128,15 +128,16 @@ def grade(sandbox: Sandbox, task, timeout_s: float = 900.0, *, flaky: set[str] |
         return {"passed": False, "components": {"tests": -1.0}, "tampering": tampered, **stats}
     tests = 1.0 if not failed else -1.0
     flaky_failed = [t for t in failed if t in (flaky or set())]
-    if failed and flaky_failed == failed and flaky_credit:
-        # only known-flaky tests failed: re-run them; passing now is a pass, still failing earns reduced credit
+    if failed and flaky_failed == failed:
+        # only known-flaky tests failed: re-run just them; passing now is a pass, still failing earns the reduced
+        # credit (None: no credit, -1)
         for _ in range(reruns):
             again = sandbox.run_tests(failed, timeout_s=timeout_s)
             failed = [t for t in failed if again.outcomes.get(t) != "passed"]
             if not failed:
                 break
-        tests = 1.0 if not failed else flaky_credit
-        stats.update(flaky_rerun=True, tests_failed=len(failed))
+        tests = 1.0 if not failed else (flaky_credit if flaky_credit is not None else -1.0)
+        stats.update(flaky_rerun=True, flaky_still_failing=len(failed), tests_failed=len(failed))
     return {"passed": tests == 1.0, "components": {"tests": tests}, **stats}
 
 

@@ -45,6 +45,9 @@ EXCLUDE_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "__pycache__", "
                 "build", "dist", "node_modules"}
 
 
+CHECKERS = ("ruff", "mypy", "pyright")   # what a composite reward may read; installed at build time only
+
+
 class ImageError(RuntimeError):
     """An image could not be built; the message names the input and what to do."""
 
@@ -79,6 +82,9 @@ class ImageInfo:
     python: str = ""
     base: str = ""
     commit: str | None = None
+    flaky: list[str] = field(default_factory=list)      # outcome flipped across the build's runs of the suite
+    flaky_runs: int = 1                                 # how many times the suite ran at build time
+    checkers: list[str] = field(default_factory=list)   # ruff / mypy / pyright installed in the venv
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -220,8 +226,16 @@ chown -R {AGENT_UID}:{AGENT_UID} {REPO_DIR}
 
 
 def build_image(dc: docker.DockerClient, repo: str | os.PathLike, tag: str, *, base: str | None = None,
-                test_timeout_s: float = 900.0, log: Callable[[str], None] = print) -> ImageInfo:
-    """Install `repo` and its test dependencies on `base`, run its tests, record what passes, tag the image."""
+                test_timeout_s: float = 900.0, log: Callable[[str], None] = print, flaky_runs: int = 3,
+                checkers: tuple[str, ...] = ()) -> ImageInfo:
+    """Install `repo` and its test dependencies on `base`, run its tests `flaky_runs` times, record what passes
+    and which tests flip between runs (flaky: the grader re-runs them and gives reduced credit), install the
+    reward's `checkers` (ruff, mypy, pyright) into the venv, tag the image."""
+    unknown = sorted(set(checkers) - set(CHECKERS))
+    if unknown:
+        raise ImageError(f"unknown checker {unknown[0]!r}: --checkers takes {', '.join(CHECKERS)}")
+    if flaky_runs < 1:
+        raise ImageError(f"--flaky-runs {flaky_runs}: the suite must run at least once")
     repo = Path(repo).resolve()
     if not repo.is_dir():
         raise ImageError(f"{repo}: not a directory; pass the root of a Python repository")
@@ -242,16 +256,27 @@ def build_image(dc: docker.DockerClient, repo: str | os.PathLike, tag: str, *, b
         code, out = container.exec_run(["bash", "-c", _install_script()], user="root")
         if code != 0:
             raise ImageError(f"{repo}: installing it failed:\n{out.decode(errors='replace')[-2000:]}")
-        log("running its tests")
-        result = testrun.run_tests_exec(lambda cmd, t: _exec(container, cmd, t), timeout_s=test_timeout_s)
-        if not result.ran:
-            raise ImageError(f"{repo}: its tests do not run under `{' '.join(testrun.TEST_COMMAND)}` "
-                             f"({result.summary}):\n{result.output[-2000:]}")
-        if not result.passed:
+        if checkers:
+            log(f"installing checkers: {', '.join(checkers)}")
+            code, out = container.exec_run(["bash", "-c", f"PATH={PATH} pip install -q {' '.join(checkers)}"],
+                                           user="root")
+            if code != 0:
+                raise ImageError(f"installing {', '.join(checkers)} failed:\n{out.decode(errors='replace')[-1500:]}")
+        runs = []
+        for k in range(flaky_runs):
+            log(f"running its tests ({k + 1}/{flaky_runs})")
+            result = testrun.run_tests_exec(lambda cmd, t: _exec(container, cmd, t), timeout_s=test_timeout_s)
+            if not result.ran:
+                raise ImageError(f"{repo}: its tests do not run under `{' '.join(testrun.TEST_COMMAND)}` "
+                                 f"({result.summary}):\n{result.output[-2000:]}")
+            runs.append(result)
+        passing, failing, flaky = flaky_split(runs)
+        if not passing:
             raise ImageError(f"{repo}: no test passes ({result.summary}); mutate-fix tasks need passing tests")
         py = _exec(container, "python --version", 30)[1].strip()
-        info = ImageInfo(repo=repo.name, test_command=list(testrun.TEST_COMMAND), passing=sorted(result.passed),
-                         failing=sorted(result.not_passed), python=py, base=base, commit=commit)
+        info = ImageInfo(repo=repo.name, test_command=list(testrun.TEST_COMMAND), passing=passing,
+                         failing=failing, python=py, base=base, commit=commit, flaky=flaky,
+                         flaky_runs=flaky_runs, checkers=list(checkers))
         _exec(container, f"rm -f {BUILD_CA} && mv {REPO_DIR} {SOURCE_DIR} && mkdir -m 0755 {REPO_DIR} "
                          f"&& chown {AGENT_UID} {REPO_DIR}", 60, user="root")
         container.put_archive("/", _tar_of({f"{CWM_DIR.lstrip('/')}/image.json": info.to_json().encode()}))
@@ -259,10 +284,21 @@ def build_image(dc: docker.DockerClient, repo: str | os.PathLike, tag: str, *, b
         container.commit(repository=tag.split(":")[0], tag=tag.split(":")[1] if ":" in tag else "latest",
                          conf={"Labels": {IMAGE_LABEL: info.to_json()}, "User": AGENT, "WorkingDir": REPO_DIR,
                                "Env": [f"PATH={PATH}", "LANG=C.UTF-8"], "Cmd": ["sleep", "infinity"]})
-        log(f"tagged {tag}: {len(info.passing)} passing tests, {len(info.failing)} not passing")
+        log(f"tagged {tag}: {len(info.passing)} passing tests, {len(info.failing)} not passing, "
+            f"{len(info.flaky)} flaky over {flaky_runs} runs")
         return info
     finally:
         container.remove(force=True)
+
+
+def flaky_split(runs: list[testrun.TestRun]) -> tuple[list[str], list[str], list[str]]:
+    """(passing, failing, flaky) over several runs of one suite: flaky = passed in some run and failed or
+    errored in another; passing = passed in at least one run (flaky ones included, marked); failing = never."""
+    ids = set().union(*(r.outcomes for r in runs))
+    passing = sorted(t for t in ids if any(r.outcomes.get(t) == "passed" for r in runs))
+    flaky = sorted(t for t in passing if any(r.outcomes.get(t) in ("failed", "error") for r in runs))
+    failing = sorted(t for t in ids if t not in passing and any(r.outcomes.get(t) in ("failed", "error") for r in runs))
+    return passing, failing, flaky
 
 
 def _pip_passthrough() -> tuple[dict[str, str], bytes | None]:

@@ -51,6 +51,7 @@ class Task:
     start_files: dict[str, str | None] = field(default_factory=dict)
     fix_files: dict[str, str | None] = field(default_factory=dict)
     test_files: dict[str, str] = field(default_factory=dict)
+    flaky: list[str] = field(default_factory=list)   # required tests known to flip (image build): graded leniently
 
     def public(self) -> dict:
         """The task as a trajectory record carries it (DESIGN §4): no file contents."""
@@ -144,8 +145,12 @@ def ordered_candidates(files: dict[str, str], seed: int) -> list[mutate.Mutation
 
 
 def validate_mutation(sandbox: Sandbox, m: mutate.Mutation, original: str, passing: set[str],
-                      timeout_s: float) -> tuple[TestRun, list[str], list[str]] | None:
-    """Run the suite with `m` applied; (run, fail_to_pass, pass_to_pass) when it is a task, else None."""
+                      timeout_s: float, flaky: frozenset[str] = frozenset()) -> tuple[TestRun, list[str], list[str]] | None:
+    """Run the suite with `m` applied; (run, fail_to_pass, pass_to_pass) when it is a task, else None.
+
+    Flaky tests (their outcome flipped across the image build's runs) never decide a task: a failure of one says
+    nothing about the mutation, so they are never fail-to-pass. They stay pass-to-pass (graded with re-runs and
+    reduced credit). A mutation whose only failing tests are flaky is quarantined: no task."""
     err = sandbox.write_file(m.path, m.source)
     if err:
         return None
@@ -156,8 +161,8 @@ def validate_mutation(sandbox: Sandbox, m: mutate.Mutation, original: str, passi
             raise SandboxError(f"could not restore {m.path} after trying a mutation")
     if not run.ran:
         return None
-    f2p = sorted(t for t in passing if run.outcomes.get(t) != "passed")
-    p2p = sorted(t for t in passing if run.outcomes.get(t) == "passed")
+    f2p = sorted(t for t in passing if run.outcomes.get(t) != "passed" and t not in flaky)
+    p2p = sorted(t for t in passing if run.outcomes.get(t) == "passed" or t in flaky)
     missing = [t for t in f2p if t not in run.outcomes]
     if not f2p or missing or (len(passing) > 1 and not p2p):
         return None
@@ -167,7 +172,7 @@ def validate_mutation(sandbox: Sandbox, m: mutate.Mutation, original: str, passi
 def generate_mutate_fix(image: str, repo: str, commit: str | None, passing: list[str], n: int, *,
                         open_sandbox: Callable[[], Sandbox], seed: int = 0, workers: int = 1,
                         max_tries: int | None = None, timeout_s: float = 300.0,
-                        progress: Callable[[int, int], None] | None = None) -> list[Task]:
+                        progress: Callable[[int, int], None] | None = None, flaky: list[str] = ()) -> list[Task]:
     """Up to `n` validated mutate-fix tasks. Candidates are tried in seeded order in batches of `workers`, and
     accepted in that order, so the same seed gives the same tasks whatever the timing."""
     passing_set = set(passing)
@@ -186,7 +191,7 @@ def generate_mutate_fix(image: str, repo: str, commit: str | None, passing: list
             sb = pool.pop() if pool else None
         sb = sb or open_sandbox()
         try:
-            result = validate_mutation(sb, m, files[m.path], passing_set, timeout_s)
+            result = validate_mutation(sb, m, files[m.path], passing_set, timeout_s, frozenset(flaky))
         except SandboxError:  # this sandbox is in an unknown state: drop it, count the mutation as rejected
             sb.close()
             return None
@@ -203,6 +208,7 @@ def generate_mutate_fix(image: str, repo: str, commit: str | None, passing: list
                         continue
                     run, f2p, p2p = result
                     task = _mutate_task(image, repo, commit, m, files[m.path], run, f2p, p2p)
+                    task.flaky = sorted(set(flaky) & set(p2p))
                     if not any(_near_duplicate(task, t) for t in tasks):
                         tasks.append(task)
                 if progress:
