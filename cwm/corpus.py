@@ -25,11 +25,13 @@ Invariants:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import socket
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -322,6 +324,8 @@ def run_corpus(items: list[Item], config: CorpusConfig, *, log_path: Path, ray_a
 
 def connect_ray(address: str):
     """ray.init on an existing cluster; an address that does not answer is one line, before anything runs."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")   # its retry warnings would bury that line
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     if address != "auto":
         host, _, port = address.rpartition(":")
@@ -333,11 +337,27 @@ def connect_ray(address: str):
             raise CorpusInputError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one "
                                    "with `ray start --head` or give its address") from None
     try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+        with _stderr_to_nowhere():   # its native client prints each failed retry there
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise CorpusInputError(f"--ray {address}: cannot connect ({str(e).splitlines()[0][:200]}); start a cluster "
                                "with `ray start --head` or give its address") from None
     return ray
+
+
+@contextlib.contextmanager
+def _stderr_to_nowhere():
+    """File descriptor 2 goes to /dev/null meanwhile (native code writes there, past sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _docker_on_node() -> str:

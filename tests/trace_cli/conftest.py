@@ -40,7 +40,8 @@ MIXED_FILES = {
         "def test_error(broken):\n    pass\n\n\n"
         "def test_inside_the_image():\n    assert where() == '/opt/venv'\n\n\n"
         "def test_isolated():\n    assert os.getuid() != 0\n"
-        "    with pytest.raises(OSError):\n        socket.create_connection(('1.1.1.1', 53), timeout=2)\n"),
+        "    assert [name for _, name in socket.if_nameindex()] == ['lo']\n"
+        "    with pytest.raises(OSError):\n        open('/opt/venv/planted', 'w')\n"),
     "pyproject.toml": ('[project]\nname = "mixed"\nversion = "0.1"\n\n[build-system]\nrequires = ["setuptools"]\n'
                        'build-backend = "setuptools.build_meta"\n\n[tool.setuptools]\npackages = ["mixed"]\n'),
 }
@@ -71,7 +72,7 @@ def build_tagged(docker_client, files: dict[str, str], name: str, root: Path) ->
 @pytest.fixture(scope="session")
 def mixed_image(docker_client, tmp_path_factory) -> str:
     """A fixture repository with passing, failing, skipped and erroring tests, and tests that pass only inside its
-    image's venv and sandbox (non-root, no network)."""
+    image's venv and sandbox (non-root, no network interface but loopback, read-only root)."""
     return build_tagged(docker_client, MIXED_FILES, "mixed", tmp_path_factory.mktemp("mixed") / "mixed")
 
 
