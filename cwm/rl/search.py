@@ -227,8 +227,8 @@ def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], in
                     return SearchResult(True, turns, sampled, expanded, finished_count)
             elif len(turns) < max_depth:
                 counter += 1
-                # most valuable first; among equals the shallower, then the older
-                heapq.heappush(frontier, _Node((-v, len(turns), counter), turns, messages))
+                # most valuable first; among equals the deeper (follow a line on a plateau), then the older
+                heapq.heappush(frontier, _Node((-v, -len(turns), counter), turns, messages))
     return SearchResult(False, best[1], sampled, expanded, finished_count)
 
 

@@ -27,6 +27,7 @@ from cwm.rl.env import EnvFactory
 from cwm.rl.generate import DiskWeightPush, LocalGenerator, ServerGenerator
 from cwm.rl.learner import backward_batch, select
 from cwm.rl.producer import RolloutProducer
+from cwm.rl.reward_model import load_term, shape_trajectories
 from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
 
@@ -197,6 +198,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.optim, recipe.steps))
     factories, weights = build_envs(recipe.envs, say=print if rank == 0 else (lambda *a: None))
     sampler = make_sampler(factories, weights, recipe.seed + rank, recipe.curriculum, recipe.group_size)
+    reward_model = load_term(recipe.reward_model, device)
 
     start = 0
     last = checkpoint.latest(out / "checkpoints")
@@ -227,8 +229,8 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             t1 = time.monotonic()
             void = [t for t in fresh if t.info.get("outcome") in VOID_OUTCOMES]
             fresh = [t for t in fresh if t.info.get("outcome") not in VOID_OUTCOMES]
-            batch = select(fresh, recipe.grpo)
-            extra = {}  # issue 22's switches: what each did this step
+            shaped, extra = shape_trajectories(reward_model, fresh, tokenizer, recipe.reward_model.weight)
+            batch = select(shaped, recipe.grpo)  # issue 22's switches; `extra`: what each did this step
             if isinstance(sampler, CurriculumSampler):  # void episodes say nothing about the task's difficulty
                 sampler.update([(t.env, t.task, t.passed) for t in fresh + stale]
                                + [(t.env, t.task, None) for t in void])

@@ -226,3 +226,106 @@ def _nudge(value):
     if isinstance(value, list):
         return value + [0]
     return None
+
+
+# -- tree search: forager tasks on the demo repository, a fixture agent policy -------------------------------
+
+CALC_BUGS = {  # a function of the forager's demo repository (cwm/forager/demo.py) -> (right line, bug)
+    "add": ("    return a + b\n", "    return a - b\n"),
+    "scale": ("        out.append(v * factor)\n", "        out.append(v + factor)\n"),
+    "clamp": ("    if x < low:\n", "    if x > low:\n"),
+    "hypot": ("    return math.sqrt(a * a + b * b)\n", "    return math.sqrt(a * a - b * b)\n"),
+}
+# the agent's quick test run: every test function of tests/test_calc.py, a pytest-style summary line
+TEST_COMMAND = ("python -c \"import sys; sys.path.insert(0, 'tests'); import test_calc as m\n"
+                "fns = [f for n, f in vars(m).items() if n.startswith('test_')]\nok = 0\n"
+                "for f in fns:\n    try:\n        f(); ok += 1\n    except Exception:\n        pass\n"
+                "print(f'{len(fns) - ok} failed, {ok} passed')\"")
+
+
+def calc_tasks(repo_dir):
+    """Mutate-fix tasks with two bugs each (every pair of CALC_BUGS) on a local copy of the demo repository."""
+    import itertools
+    import textwrap
+
+    from cwm.forager.demo import DEMO_FILES, write_demo_repo
+    from cwm.forager.tasks import Task
+
+    write_demo_repo(repo_dir)
+    fixed = textwrap.dedent(DEMO_FILES["calc/__init__.py"])
+    tests = [f"tests/test_calc.py::test_{name}" for name in CALC_BUGS]
+    tasks = []
+    for a, b in itertools.combinations(CALC_BUGS, 2):
+        broken = fixed
+        for name in (a, b):
+            right, bug = CALC_BUGS[name]
+            assert broken.count(right) == 1
+            broken = broken.replace(right, bug)
+        failing = [f"tests/test_calc.py::test_{a}", f"tests/test_calc.py::test_{b}"]
+        tasks.append(Task(id=f"calc-{a}-{b}", kind="mutate-fix", repo="calc", commit=None, image="local",
+                          statement=f"{' and '.join(failing)} fail. Fix the code in calc/__init__.py.",
+                          fail_to_pass=failing, pass_to_pass=[t for t in tests if t not in failing],
+                          mutation=None, start_files={"calc/__init__.py": broken},
+                          fix_files={"calc/__init__.py": fixed}))
+    return tasks
+
+
+class FixtureAgent:
+    """A sampling agent policy for the calc tasks, in the forager's tool-call format: after an edit it runs the
+    tests; otherwise it submits (p_submit), makes a right edit (reverts one of the bugs the statement names,
+    p_right), or a wrong one (introduces another bug). Its episodes resolve a task now and then, by luck."""
+
+    def __init__(self, seed: int, p_submit: float = 0.15, p_right: float = 0.5):
+        import random
+
+        self.rng = random.Random(seed)
+        self.p_submit, self.p_right = p_submit, p_right
+
+    def __call__(self, messages, k):
+        return [self._turn(messages) for _ in range(k)]
+
+    def _turn(self, messages):
+        from cwm.forager.agent import ToolCall, format_tool_call
+
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
+        if "<tool: edit>" in last:
+            return format_tool_call(ToolCall("bash", {"command": TEST_COMMAND}))
+        if self.rng.random() < self.p_submit:
+            return format_tool_call(ToolCall("submit", {}))
+        statement = next(m["content"] for m in messages if m["role"] == "user")
+        named = [n for n in CALC_BUGS if f"test_{n}" in statement]
+        if self.rng.random() < self.p_right:
+            right, bug = CALC_BUGS[self.rng.choice(named)]
+            search, replace = bug, right
+        else:
+            right, bug = CALC_BUGS[self.rng.choice([n for n in CALC_BUGS if n not in named])]
+            search, replace = right, bug
+        return format_tool_call(ToolCall("edit", {"path": "calc/__init__.py", "search": search,
+                                                  "replace": replace}))
+
+
+def calc_env_maker(task, repo_dir, max_turns: int = 12):
+    from cwm.forager.agent import EpisodeConfig
+    from cwm.forager.sandbox import open_sandbox
+    from cwm.rl.envs.swe import SWEEnv
+
+    cfg = EpisodeConfig(max_turns=max_turns, bash_timeout_s=60, test_timeout_s=120)
+    return lambda: SWEEnv(task, lambda t: open_sandbox("local", source=repo_dir), cfg)
+
+
+# -- reward model: code-generation samples of the fixture policy ---------------------------------------------
+
+def write_codegen_samples(out_dir, *, seed: int, per_task: int):
+    """Shards of `cwm.codegen_sample/1` records: `per_task` FixturePolicy answers to every task of codegen_set."""
+    from cwm.data.shards import ShardWriter, record_key
+
+    policy = FixturePolicy(seed)
+    records = []
+    for task in codegen_set():
+        for j, reply in enumerate(policy(task.messages(), per_task)):
+            records.append({"schema": "cwm.codegen_sample/1", "id": f"{task.id}-{seed}-{j}",
+                            "task": {"id": task.id, "prompt": task.prompt, "entry": task.entry,
+                                     "tests": list(task.tests)}, "reply": reply})
+    with ShardWriter(out_dir, "sample") as writer:
+        writer.add([(record_key(r), r) for r in records])
+    return records
