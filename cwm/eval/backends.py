@@ -22,6 +22,7 @@ per-prompt seed derived from (seed, prompt id): the same command gives the same 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -76,14 +77,10 @@ class Backend:
         raise BackendError(f"backend {self.name} gives no next-token predictions")
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt: the tokenizer's own rule, BOS in front if it did not put it there."""
-        tok = self.tokenizer
-        if tok is None:
+        """Token ids of a prompt (`encode_prompt`)."""
+        if self.tokenizer is None:
             raise BackendError(f"backend {self.name} has no tokenizer: pass --tokenizer DIR")
-        ids = tok(text)["input_ids"]
-        if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
-            ids = [tok.bos_token_id] + ids
-        return ids
+        return encode_prompt(self.tokenizer, text)
 
     def close(self) -> None:
         pass
@@ -155,25 +152,6 @@ class HFBackend(Backend):
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def _with_sdpa(self):
-        """The stock attention for inference (the packed training kernel has no KV cache), restored after."""
-        import contextlib
-
-        model = self.model
-
-        @contextlib.contextmanager
-        def swap():
-            before = model.config._attn_implementation
-            if before not in ("sdpa", "eager"):
-                model.set_attn_implementation("sdpa")
-            try:
-                yield
-            finally:
-                if before not in ("sdpa", "eager"):
-                    model.set_attn_implementation(before)
-        return swap()
 
     def generate(self, prompts, params):
         out: list[list[str]] = []
@@ -191,54 +169,101 @@ class HFBackend(Backend):
         return out
 
     def _generate_batch(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
-        import torch
-        from transformers import GenerationConfig
-
-        encoded = [self.encode(p.text) for p in prompts]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(encoded):  # left padding: every prompt ends where generation starts
-            ids[i, width - len(e):] = torch.tensor(e)
-            mask[i, width - len(e):] = 1
-        sample = params.temperature > 0
-        copies = params.n if sample else 1   # greedy: one search, its answer repeated n times
-        eos = [t for t in (self.tokenizer.eos_token_id,) if t is not None]
-        cfg = GenerationConfig(do_sample=sample, temperature=params.temperature if sample else None,
-                               top_p=params.top_p if sample else None, top_k=0 if sample else None,
-                               max_new_tokens=params.max_tokens, num_return_sequences=copies,
-                               eos_token_id=eos or None, pad_token_id=self.pad_id)
-        kwargs = {}
-        if params.stop:
-            cfg.stop_strings = list(params.stop)
-            kwargs["tokenizer"] = self.tokenizer
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), self._with_sdpa():
-            torch.manual_seed(_seed_for(params.seed, prompts[0].id))
-            seqs = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                       generation_config=cfg, **kwargs)
-        new = seqs[:, width:].cpu().tolist()
-        texts = []
-        stops = set(eos) | {self.pad_id}
-        for row in new:
-            end = next((j for j, t in enumerate(row) if t in stops), len(row))
-            text = self.tokenizer.decode(row[:end], skip_special_tokens=False)
-            if end == len(row):
-                # cut by max_tokens inside a multi-byte character: servers (vLLM's incremental detokenizer) hold
-                # the incomplete bytes back, decode() writes U+FFFD for them; drop them as the servers do
-                text = text.rstrip("\ufffd")
-            texts.append(cut_at_stop(text, params.stop))
-        return [texts[i * copies:(i + 1) * copies] * (params.n // copies) for i in range(len(prompts))]
+        rows = generate_ids(self.model, self.tokenizer, [self.encode(p.text) for p in prompts], params,
+                            device=self.device, seed=_seed_for(params.seed, prompts[0].id))
+        return [[decode_completion(self.tokenizer, ids, cut, params.stop) for ids, cut in samples]
+                for samples in rows]
 
     def greedy_next_tokens(self, sequences):
-        import torch
+        return greedy_next_tokens(self.model, sequences, self.device)
 
-        out = []
-        with torch.no_grad(), self._with_sdpa():
-            for seq in sequences:  # one at a time: no padding, each as long as it is
-                x = torch.tensor([seq], device=self.device)
-                logits = self.model(input_ids=x, position_ids=torch.arange(len(seq), device=self.device)[None]).logits
-                out.append(logits[0].argmax(-1).tolist())
-        return out
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt: the tokenizer's own special-token rule, BOS in front if it did not put it there
+    (the trainer starts every document with BOS)."""
+    ids = tokenizer(text)["input_ids"]
+    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+@contextlib.contextmanager
+def inference_attention(model):
+    """The stock `sdpa` attention while generating (the packed training kernel has no KV cache), restored after."""
+    before = model.config._attn_implementation
+    swap = before not in ("sdpa", "eager")
+    if swap:
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if swap:
+            model.set_attn_implementation(before)
+
+
+def generate_ids(model, tokenizer, prompts: list[list[int]], params: SamplingParams, *, device, seed: int = 0,
+                 stopping_criteria=None, synced: bool = False) -> list[list[tuple[list[int], bool]]]:
+    """Batched generation with a KV cache (`transformers`' generate, left padding): for each prompt, n samples as
+    (new token ids up to the end-of-text token, cut by max_tokens). `synced` keeps every rank of a sharded model
+    running forwards until all ranks are done (generate's `synced_gpus`)."""
+    import torch
+    from transformers import GenerationConfig
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(e) for e in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(prompts):  # left padding: every prompt ends where generation starts
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    sample = params.temperature > 0
+    copies = params.n if sample else 1   # greedy: one search, its answer repeated n times
+    eos = [t for t in (tokenizer.eos_token_id,) if t is not None]
+    cfg = GenerationConfig(do_sample=sample, temperature=params.temperature if sample else None,
+                           top_p=params.top_p if sample else None, top_k=0 if sample else None,
+                           max_new_tokens=params.max_tokens, num_return_sequences=copies,
+                           eos_token_id=eos or None, pad_token_id=pad_id)
+    kwargs = {}
+    if params.stop:
+        cfg.stop_strings = list(params.stop)
+        kwargs["tokenizer"] = tokenizer
+    if stopping_criteria is not None:
+        kwargs["stopping_criteria"] = stopping_criteria
+    if synced:
+        kwargs["synced_gpus"] = True
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), inference_attention(model):
+        torch.manual_seed(seed)
+        seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg,
+                              **kwargs)
+    new = seqs[:, width:].cpu().tolist()
+    stops = set(eos) | {pad_id}
+    rows = []
+    for row in new:
+        end = next((j for j, t in enumerate(row) if t in stops), len(row))
+        rows.append((row[:end], end == len(row)))
+    return [rows[i * copies:(i + 1) * copies] * (params.n // copies) for i in range(len(prompts))]
+
+
+def decode_completion(tokenizer, ids: list[int], cut_by_length: bool, stop=()) -> str:
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    if cut_by_length:
+        # cut by max_tokens inside a multi-byte character: servers (vLLM's incremental detokenizer) hold the
+        # incomplete bytes back, decode() writes U+FFFD for them; drop them as the servers do
+        text = text.rstrip("\ufffd")
+    return cut_at_stop(text, stop)
+
+
+def greedy_next_tokens(model, sequences: list[list[int]], device) -> list[list[int]]:
+    """Teacher forcing: the argmax next token after every prefix of each sequence (one forward each, unpadded)."""
+    import torch
+
+    out = []
+    with torch.no_grad(), inference_attention(model):
+        for seq in sequences:
+            x = torch.tensor([seq], device=device)
+            logits = model(input_ids=x, position_ids=torch.arange(len(seq), device=device)[None]).logits
+            out.append(logits[0].argmax(-1).tolist())
+    return out
 
 
 class OpenAIBackend(Backend):

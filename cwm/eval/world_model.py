@@ -1,26 +1,30 @@
-"""Does the model know what code does? Two CWM-style measures on held-out traces, run during training.
+"""Does the model know what code does? The trainer's in-training evaluation on held-out traces, computed by the
+same code as `cwm-eval trace-prediction` (cwm/eval/trace_prediction.py), on the in-memory model:
 
-* Next-state prediction (teacher forcing): the model reads a true trace; a frame counts as predicted when the
-  argmax at every token of its locals (`{LOCALS}<|action_sep|>`) is the true token. The entry frame (its
-  arguments, which the context does not determine) is not scored.
+* Next-state prediction (teacher forcing): a frame's state (the locals through `<|action_sep|>` of a call or
+  line frame; the value of a return or exception frame) counts as predicted when the argmax at each of its
+  tokens is the true token. The entry frame (its arguments, which the context does not determine) is not scored.
+  Reported over all frames and per frame kind.
 * Output prediction: the model sees the context and the entry's call frame and generates the rest of the trace
-  greedily; it is right when the entry's return (or exception) frame it writes has the true value, compared by
-  `cwm.data.value_match.reprs_match` (the comparison eval and RL share: strict types, float tolerance).
+  greedily (batched, KV cache); it is right when the entry leaves as the true trace does (returns, or raises)
+  with the true value, compared by `cwm.data.value_match.reprs_match` (strict types, float tolerance).
 
-Every rank runs the same evaluation on the same traces (FSDP needs every rank in every forward), so the
-numbers are identical across ranks.
+Under `torch.distributed` the examples are split across ranks (every rank runs the same number of forwards,
+padding its share with a repeat whose result is not counted, and generation keeps all ranks stepping together:
+FSDP needs every rank in every forward) and the counts are summed, so every rank returns the same numbers.
 """
 from __future__ import annotations
 
-import inspect
-import json
-import random
+import math
 from dataclasses import dataclass
 
 import torch
 
 from cwm.data.value_match import reprs_match as same_value  # the name callers and tests use
-from tracer.format import (ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_SEP, LINE_SEP, RETURN_SEP)
+from cwm.eval.backends import SamplingParams, encode_prompt, generate_ids, greedy_next_tokens
+from cwm.eval.trace_text import KINDS, entry_result, prompt_end
+from cwm.eval.trace_prediction import TokenIds, teacher_forcing
+from tracer.format import CALL_SEP, EXCEPTION_SEP, FRAME_SEP, RETURN_SEP
 
 
 @dataclass
@@ -32,121 +36,136 @@ class TraceExample:
 
 
 def examples_from_records(records, source) -> list[TraceExample]:
-    """Render held-out records as training would (fixed rng: the same text at every evaluation)."""
-    from cwm.data.documents import step_in
-    from tracer.format import render_trace
+    """Render held-out records as `cwm-eval trace-prediction` does (every call stepped into up to the source's
+    depth, a fixed rng per key: the same text at every evaluation)."""
+    from cwm.eval.trace_prediction import examples_from_records as rendered
 
-    out = []
-    for key, record in records:
-        text = render_trace(step_in(record, source.trace.depth, 1.0, random.Random(key)))
-        entry_depth = record["frames"][0]["depth"] if record["frames"] else 0
-        last = [f for f in record["frames"] if f["depth"] == entry_depth and f["kind"] in ("return", "exception")]
-        done = record.get("outcome") in ("returned", "raised") and last
-        out.append(TraceExample(text=text, value=last[-1]["value"] if done else None,
-                                raised=bool(done) and last[-1]["kind"] == "exception"))
-    return out
+    return [TraceExample(ex["text"], ex["value"], ex["raised"])
+            for ex in rendered(records, source.trace.depth)]
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _share(items: list, rank: int, world: int) -> tuple[list, int]:
+    """This rank's items, padded (with its first item, or the first of all) to the same count on every rank;
+    returns (items, how many of them count)."""
+    mine = items[rank::world]
+    size = math.ceil(len(items) / world) if items else 0
+    counted = len(mine)
+    filler = (mine or items)[:1]
+    return mine + filler * (size - len(mine)), counted
+
+
+def _sum_across_ranks(values: list[float], device) -> list[float]:
+    import torch.distributed as dist
+
+    if _rank_world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 class WorldModelEval:
     def __init__(self, tokenizer, examples: list[TraceExample], *, max_len: int, max_new_tokens: int = 256,
-                 max_outputs: int = 16):
+                 max_outputs: int = 16, batch_size: int = 8):
         self.tokenizer, self.examples, self.max_len = tokenizer, examples, max_len
-        self.max_new_tokens, self.max_outputs = max_new_tokens, max_outputs
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP,
-                                                               FRAME_SEP, LINE_SEP, RETURN_SEP)}
+        self.max_new_tokens, self.max_outputs, self.batch_size = max_new_tokens, max_outputs, batch_size
+        self.tokens = TokenIds(tokenizer)
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (CALL_SEP, RETURN_SEP, EXCEPTION_SEP, FRAME_SEP)}
         self.ids = ids
-        self.opens = {ids[CALL_SEP], ids[LINE_SEP]}
-        self.exits = {ids[RETURN_SEP], ids[EXCEPTION_SEP]}
 
     def encode(self, text: str) -> list[int]:
-        return [self.tokenizer.bos_token_id] + self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, text)
 
     @torch.no_grad()
     def next_state(self, model, device) -> dict:
-        """Frames whose locals the model predicts exactly under teacher forcing, over all scored frames."""
-        frames = exact = 0
-        for ex in self.examples:
-            ids = self.encode(ex.text)[: self.max_len]
-            x = torch.tensor([ids], device=device)
-            pred = model(input_ids=x, position_ids=torch.arange(len(ids), device=device)[None]).logits[0].argmax(-1)
-            hit = (pred[:-1] == x[0, 1:]).tolist()  # hit[j - 1]: token j predicted from its prefix
-            opens = [i for i, t in enumerate(ids) if t in self.opens]
-            for start in opens[1:]:  # opens[0] is the entry's call frame: its arguments are given, not predicted
-                end = next((j for j in range(start + 1, len(ids)) if ids[j] == self.ids[ACTION_SEP]), None)
-                if end is None:
-                    break  # the frame runs past max_len
-                frames += 1
-                exact += all(hit[j - 1] for j in range(start + 1, end + 1))
-        return {"eval/next_state_accuracy": exact / max(frames, 1), "eval/next_state_frames": frames}
+        """Frames whose state the model predicts exactly under teacher forcing, over all scored frames."""
+        rank, world = _rank_world()
+        mine, counted = _share(self.examples, rank, world)
+        totals = {k: [0, 0] for k in KINDS}
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        for i, ex in enumerate(mine):
+            ids = (self.encode(ex.text) + eos)[: self.max_len]
+            (preds,) = greedy_next_tokens(model, [ids], device)
+            if i < counted:
+                for kind, (frames, exact, _) in teacher_forcing(ids, preds, self.tokens).items():
+                    totals[kind][0] += frames
+                    totals[kind][1] += exact
+        flat = _sum_across_ranks([x for k in KINDS for x in totals[k]], device)
+        totals = {k: flat[2 * i:2 * i + 2] for i, k in enumerate(KINDS)}
+        frames = sum(c[0] for c in totals.values())
+        out = {"eval/next_state_accuracy": sum(c[1] for c in totals.values()) / max(frames, 1),
+               "eval/next_state_frames": int(frames)}
+        out.update({f"eval/next_state/{k}": c[1] / c[0] for k, c in totals.items() if c[0]})
+        return out
 
     @torch.no_grad()
     def output_prediction(self, model, device) -> dict:
         """Entry results the model generates correctly from the context and the call frame alone."""
+        rank, world = _rank_world()
         scored = [ex for ex in self.examples if ex.value is not None][: self.max_outputs]
+        mine, counted = _share(scored, rank, world)
         correct = 0
-        for ex in scored:
-            prompt = ex.text[: ex.text.index(FRAME_SEP, ex.text.index(CALL_SEP)) + len(FRAME_SEP)]
-            generated = self.generate_trace(model, self.encode(prompt), device)
-            value, raised = self.entry_result(generated)
-            correct += value is not None and raised == ex.raised and same_value(value, ex.value)
-        return {"eval/output_accuracy": correct / max(len(scored), 1), "eval/output_functions": len(scored)}
+        for start in range(0, len(mine), self.batch_size):
+            batch = mine[start:start + self.batch_size]
+            generated = self.generate_traces(model, [self.encode(ex.text[:prompt_end(ex.text)]) for ex in batch],
+                                             device, synced=world > 1)
+            for i, (ex, ids) in enumerate(zip(batch, generated), start):
+                if i >= counted:
+                    continue
+                value, raised = self.entry_result(ids)
+                correct += value is not None and raised == ex.raised and same_value(value, ex.value)
+        right, total = _sum_across_ranks([correct, counted], device)
+        return {"eval/output_accuracy": right / max(total, 1), "eval/output_functions": int(total)}
+
+    def generate_traces(self, model, prompts: list[list[int]], device, synced: bool = False) -> list[list[int]]:
+        """Greedy continuations of trace prompts (batched, KV cache), each until the entry's return frame is
+        written (or EOS, or the budget)."""
+        if not prompts:
+            return []
+        stop = _EntryReturned(self.ids, len(prompts), max(len(p) for p in prompts))
+        rows = generate_ids(model, self.tokenizer, prompts, SamplingParams(max_tokens=self.max_new_tokens),
+                            device=device, stopping_criteria=[stop], synced=synced)
+        return [samples[0][0] for samples in rows]
 
     def generate_trace(self, model, prompt: list[int], device) -> list[int]:
-        """Greedy continuation of a trace prompt until the entry's return frame ends (or EOS, or the budget).
-
-        Uses the stock `sdpa` attention with a KV cache: the packed training kernel has no cache.
-        """
-        from transformers import DynamicCache
-
-        trained_with = model.config._attn_implementation
-        model.set_attn_implementation("sdpa")
-        # transformers 5.25 renamed the forward's `past_key_values` to `cache` (the old name warns until 5.40)
-        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        try:
-            cache, out, depth, closing = DynamicCache(), [], 1, False
-            x = torch.tensor([prompt], device=device)
-            position = torch.arange(len(prompt), device=device)[None]
-            for _ in range(self.max_new_tokens):
-                logits = model(input_ids=x, position_ids=position, use_cache=True, **{cache_arg: cache}).logits
-                token = int(logits[0, -1].argmax())
-                out.append(token)
-                if token == self.tokenizer.eos_token_id or (closing and token == self.ids[FRAME_SEP]):
-                    break
-                if token == self.ids[CALL_SEP]:
-                    depth += 1
-                elif token in self.exits:
-                    depth -= 1
-                    closing = depth == 0
-                x = torch.tensor([[token]], device=device)
-                position = position[:, -1:] + 1
-        finally:
-            model.set_attn_implementation(trained_with)
-        return out
+        """One prompt's greedy continuation (`generate_traces`)."""
+        return self.generate_traces(model, [prompt], device)[0]
 
     def entry_result(self, generated: list[int]) -> tuple[str | None, bool]:
-        """(value repr, raised) of the entry's return/exception frame in a generated continuation, if complete."""
-        text = self.tokenizer.decode(generated, skip_special_tokens=False)
-        depth = 1
-        for piece, sep in _split_frames(text):
-            if sep == CALL_SEP:
-                depth += 1
-            elif sep in (RETURN_SEP, EXCEPTION_SEP):
-                depth -= 1
-                if depth == 0:
-                    if ARG_SEP not in piece:
-                        return None, False
-                    try:
-                        return json.loads(piece.split(ARG_SEP, 1)[1]), sep == EXCEPTION_SEP
-                    except json.JSONDecodeError:
-                        return None, False
-        return None, False
+        """(value repr, raised) of how the entry left in a generated continuation (`trace_text.entry_result`)."""
+        return entry_result(self.tokenizer.decode(generated, skip_special_tokens=False))
 
 
-def _split_frames(text: str):
-    """(body, opening separator) of each complete frame in a generated trace continuation."""
-    for frame in text.split(FRAME_SEP)[:-1]:
-        frame = frame.lstrip("\n")  # the rendered format puts a newline after every frame separator
-        for sep in (CALL_SEP, LINE_SEP, RETURN_SEP, EXCEPTION_SEP):
-            if frame.startswith(sep):
-                yield frame[len(sep):], sep
-                break
+class _EntryReturned:
+    """A stopping criterion: a row is done once the entry's return frame is complete (nested calls counted)."""
+
+    def __init__(self, ids: dict, rows: int, width: int):
+        self.call, self.ret, self.frame = ids[CALL_SEP], ids[RETURN_SEP], ids[FRAME_SEP]
+        self.width = width
+        self.depth = [1] * rows
+        self.closing = [False] * rows
+        self.seen = width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(input_ids.shape[0]):
+            for token in input_ids[row, self.seen:].tolist():
+                if self.closing[row] and token == self.frame:
+                    self.closing[row] = "done"
+                elif token == self.call:
+                    self.depth[row] += 1
+                elif token == self.ret:
+                    self.depth[row] -= 1
+                    self.closing[row] = self.closing[row] or self.depth[row] == 0
+            done[row] = self.closing[row] == "done"
+        self.seen = input_ids.shape[1]
+        return done
+
