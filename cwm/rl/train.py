@@ -117,6 +117,12 @@ def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]
     # -mean log-prob of the sampled tokens: a Monte Carlo estimate of the sampling policy's entropy, every step
     m["sample_entropy"] = -sum(r["logprob_sum"] for r in rows) / sampled if sampled else None
     m["turns"] = sum(r["turns"] for r in rows) / n
+    for name in sorted({k for r in rows for k in r.get("terms", {})}):   # each reward component's mean
+        have = [r["terms"][name] for r in rows if name in r.get("terms", {})]
+        m[f"reward_terms/{name}"] = sum(have) / len(have)
+    if any(r.get("terms") for r in rows):  # and per trajectory, for the environments that report components
+        m["trajectories"] = [{"env": r["env"], "task": r["task"], "reward": r["reward"], "outcome": r["outcome"],
+                              **r["terms"]} for r in rows]
     m["staleness"] = sum(r["staleness"] for r in rows) / n
     m["staleness_max"] = max((r["staleness"] for r in rows), default=0)
     tokens = totals["tokens"]
@@ -143,7 +149,9 @@ def _drop_metrics_after(path: Path, step: int) -> None:
 def _row(t: Trajectory, version: int) -> dict:
     return {"env": t.env, "reward": t.reward, "passed": t.passed, "response_tokens": t.response_tokens,
             "turns": t.turns, "staleness": version - t.version,
-            "logprob_sum": sum(lp for lp, m in zip(t.logprobs, t.mask) if m)}
+            "logprob_sum": sum(lp for lp, m in zip(t.logprobs, t.mask) if m),
+            # what made the reward (rewards.py: tests, similarity, lint, types, turn_cost, format)
+            "terms": dict(t.info.get("reward_terms") or {}), "task": t.task, "outcome": t.info.get("outcome")}
 
 
 def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
