@@ -42,7 +42,7 @@ def test_planted_near_duplicates_are_found_at_the_threshold(tmp_path):
     rng = random.Random(0)
     originals = [trace_record(rng, f"orig{i:04d}") for i in range(300)]
     near = {f"near{i:04d}": edited(rng, originals[i * 7], f"near{i:04d}", 0.15) for i in range(25)}
-    far = {f"far{i:04d}": edited(rng, originals[i * 11], f"far{i:04d}", 0.8) for i in range(10)}
+    far = {f"far{i:04d}": edited(rng, originals[i * 11], f"far{i:04d}", 0.5) for i in range(10)}
     stream = originals + list(near.values()) + list(far.values())
     rng.shuffle(stream[300:])
     src = tmp_path / "src"
@@ -51,7 +51,7 @@ def test_planted_near_duplicates_are_found_at_the_threshold(tmp_path):
             w.add([(r["id"], r)])
     # the oracle: exact Jaccard of the planted pairs straddles the threshold as intended
     assert all(0.6 <= exact_jaccard(r, originals[int(k[4:]) * 7]) < 1 for k, r in near.items())
-    assert all(exact_jaccard(r, originals[int(k[3:]) * 11]) <= 0.3 for k, r in far.items())
+    assert all(0.25 <= exact_jaccard(r, originals[int(k[3:]) * 11]) <= 0.4 for k, r in far.items())   # kept
 
     stats = dedup_shards(src, tmp_path / "out", threshold=0.5)
     removed = {row["key"]: row for row in stats.removed}
