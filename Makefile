@@ -30,14 +30,11 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 	bash .ci/setup.sh $(VENV)
 
+# The whole chain on examples/shop, each stage summarised, stage times and artefact paths at the end (cwm/demo.py):
+# trace -> forager (image, mutate-fix tasks, oracle + noop trajectories in Docker) -> tokenizer -> mid-train ->
+# evaluate -> RL -> export. `$(PY) -m cwm.demo --from rl` reruns from a stage.
 demo: setup
-	$(VENV)/bin/cwm-trace examples/shop -o runs/demo/traces --workers 2
-	$(VENV)/bin/cwm-trace render runs/demo/traces --first
-	$(VENV)/bin/cwm-tokenizer train --recipe data_recipes/demo.yaml --out runs/demo/tokenizer --vocab-size 1024
-	rm -rf runs/demo/checkpoints runs/demo/hf runs/demo/tensorboard runs/demo/metrics.jsonl runs/demo/loss.png
-	OMP_NUM_THREADS=1 $(PY) cwm/train.py --recipe data_recipes/demo.yaml --out runs/demo --training.cpu_threads 1
-	$(PY) -m cwm.eval.show_trace --hf runs/demo/hf --recipe data_recipes/demo.yaml
-	rm -rf runs/demo/rl && $(PY) -m cwm.rl.demo_task runs/demo/rl/swe_tasks.jsonl && OMP_NUM_THREADS=1 $(PY) cwm/rl/train.py --recipe data_recipes/rl_demo.yaml
+	$(PY) -m cwm.demo
 
 test: setup test-tracer-versions
 	$(PY) -m pytest tests

@@ -101,3 +101,29 @@ def ensure_demo_image(dc, repo_dir: Path, base: str | None = None) -> str:
     except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound: build it
         images.build_image(dc, write_demo_repo(repo_dir), tag, base=base)
     return tag
+
+
+def repo_image_tag(repo: Path, base: str, name: str) -> str:
+    """`name:HASH`, the hash of the repository's files (those an image build copies), the base image and the
+    image-building code: a changed file, base or builder gives a new tag, an unchanged one finds the old image."""
+    h = hashlib.sha256(base.encode())
+    for path in sorted(p for p in Path(repo).rglob("*") if p.is_file()):
+        rel = path.relative_to(repo)
+        if images.EXCLUDE_DIRS.intersection(rel.parts[:-1]) or path.suffix == ".pyc":
+            continue
+        h.update(str(rel).encode() + b"\0" + path.read_bytes())
+    for module in ("images.py", "cwm_pytest_report.py"):
+        h.update((Path(images.__file__).parent / module).read_bytes())
+    return f"{name}:{h.hexdigest()[:12]}"
+
+
+def ensure_repo_image(dc, repo: Path, name: str, base: str | None = None) -> tuple[str, bool]:
+    """The image of `repo` (built unless one with its content tag exists) and whether it was built now."""
+    base = base or images.ensure_base_image(dc)
+    tag = repo_image_tag(repo, base, name)
+    try:
+        dc.images.get(tag)
+        return tag, False
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound: build it
+        images.build_image(dc, repo, tag, base=base)
+        return tag, True
