@@ -174,15 +174,26 @@ def post_json(url: str, body: dict, timeout_s: float) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return json.loads(resp.read())
+            data = resp.read()
+            return json.loads(data) if data.strip() else {}
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"{url}: HTTP {e.code}: {e.read()[:300]!r}") from e
 
 
+VLLM_RELOAD_ROUTE = "/collective_rpc"
+
+
 class DiskWeightPush:
-    """Push hook for servers that reload weights from disk (SGLang's `/update_weights_from_disk`; the same body
-    works for a vLLM build exposing that route): export the learner to `out_dir/step-N`, POST the path, delete
-    the previous export once the server has switched. `export` writes an HF checkpoint (the trainer's export)."""
+    """Push hook for servers that reload weights from disk: export the learner to `out_dir/step-N`, ask the server
+    to load it, delete the previous export once the server has switched. `export` writes an HF checkpoint (the
+    trainer's export). Two routes:
+
+    - SGLang's `/update_weights_from_disk` (`{"model_path": DIR}`).
+    - vLLM (0.32, CPU and GPU builds alike; `route: /collective_rpc`): started with `VLLM_SERVER_DEV_MODE=1`, the
+      server has `POST /collective_rpc`, which calls a method on every worker; the worker's `reload_weights` with
+      `weights_path=DIR` reloads the weights in place from a checkpoint folder of the same architecture, no
+      restart. Then `POST /reset_prefix_cache`: cached KV of the old weights must not answer for the new ones.
+    """
 
     def __init__(self, base_url: str, out_dir: str | Path, export: Callable[[torch.nn.Module, Path], None],
                  route: str = "/update_weights_from_disk", is_writer: bool = True, timeout_s: float = 600.0):
@@ -199,9 +210,16 @@ class DiskWeightPush:
         self.export(model, path)  # collective under FSDP2: every rank takes part, rank 0 writes
         if not self.is_writer:
             return
-        reply = post_json(self.base_url + self.route, {"model_path": str(path), "version": version}, self.timeout_s)
-        if reply.get("success") is False:
-            raise RuntimeError(f"{self.base_url}{self.route}: server refused weights {path}: {reply.get('message')}")
+        if self.route == VLLM_RELOAD_ROUTE:
+            body = {"method": "reload_weights", "kwargs": {"weights_path": str(path)}, "timeout": self.timeout_s}
+            post_json(self.base_url + self.route, body, self.timeout_s)   # an error is an HTTP error: raised
+            post_json(self.base_url + "/reset_prefix_cache", {}, self.timeout_s)
+        else:
+            reply = post_json(self.base_url + self.route, {"model_path": str(path), "version": version},
+                              self.timeout_s)
+            if reply.get("success") is False:
+                raise RuntimeError(f"{self.base_url}{self.route}: server refused weights {path}: "
+                                   f"{reply.get('message')}")
         if self._previous is not None:
             import shutil
             shutil.rmtree(self._previous, ignore_errors=True)

@@ -56,7 +56,7 @@ class GeneratorConfig:
     kind: str = "local"              # local: in-process copy with a KV cache; server: OpenAI-compatible
     base_url: str | None = None      # server: e.g. http://localhost:8000
     model_name: str = "policy"       # server: the served model's name
-    push_route: str = "/update_weights_from_disk"
+    push_route: str = "/update_weights_from_disk"   # SGLang; vLLM (VLLM_SERVER_DEV_MODE=1): /collective_rpc
     push_dir: str | None = None      # server: where weights are exported for the server to load (shared disk)
     overlap: bool = True             # sample the next batch while the learner steps (staleness <= max_staleness)
 
