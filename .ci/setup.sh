@@ -24,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || stop "missing ${missing[*]} and no apt-get here: install them with your package manager, then rerun"
   [ "${as_root[0]-}" = none ] && stop "missing ${missing[*]} (not root, no passwordless sudo): run \`$fix\`"
   say "installing ${missing[*]} (apt-get)"
-  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" apt-get update -qq || stop "apt-get update failed (no network to the Debian mirror?): run \`$fix\` and read its error"
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null \
     || stop "apt-get could not install ${missing[*]}: run \`$fix\` and read its error"
 fi
