@@ -131,3 +131,42 @@ def test_model_loss_and_every_gradient_equal_the_one_rank_run(nproc):
     lines = [line for line in out.splitlines() if line.startswith("ok step")]
     print("\n".join(lines))
     assert len(lines) == 2 * 2 * 4  # (by hand, FSDP2 + activation checkpointing) x windows x rows
+
+
+def train_run(recipe: Path, out: Path, nproc: int, *extra: str) -> list[tuple[float, float]]:
+    """(loss, gradient norm) per step from metrics.jsonl."""
+    args = [str(ROOT / "cwm/train.py"), "--recipe", str(recipe), "--out", str(out), "--training.steps", "4",
+            "--optim.lr", "5e-3", "--optim.warmup_steps", "2", "--log.every", "1", "--log.tensorboard", "false",
+            "--export", "false", *extra]
+    launcher = ([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", str(nproc)]
+                if nproc > 1 else [sys.executable])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    import json
+
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [(r["loss"], r["grad_norm"]) for r in records if "loss" in r]
+
+
+@pytest.mark.slow
+def test_train_py_with_cp_2_logs_the_losses_of_one_process_and_resumes(jsonl_recipe, tmp_path):
+    """`torchrun --nproc-per-node 2 cwm/train.py --parallel.cp 2` (one DP group: both ranks read the same rows)
+    logs the losses and gradient norms (before clipping: a mis-scaled gradient shows there first) of the same run
+    in one process, also when stopped after 2 steps and resumed (fp32: the split changes only summation order;
+    observed relative differences ~1e-8)."""
+    recipe = jsonl_recipe(seq_len=96)
+    one = train_run(recipe, tmp_path / "one", 1)
+    train_run(recipe, tmp_path / "cp", 2, "--parallel.cp", "2", "--training.stop_after", "2")
+    split = train_run(recipe, tmp_path / "cp", 2, "--parallel.cp", "2")
+    print(f"1 process: {one}\nCP 2 (resumed at 2): {split}")
+    assert len(one) == len(split) == 4
+    assert [x for pair in split for x in pair] == pytest.approx([x for pair in one for x in pair], rel=1e-5)
+
+
+def test_train_py_rejects_a_cp_that_does_not_divide_the_ranks(jsonl_recipe):
+    recipe = jsonl_recipe(seq_len=96)
+    run = subprocess.run([sys.executable, str(ROOT / "cwm/train.py"), "--recipe", str(recipe), "--parallel.cp", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 2
+    assert "--parallel.cp 2 must divide the 1 rank(s)" in run.stderr
