@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cwm.data.special_tokens import EOT, chat_header
+from cwm.data.special_tokens import END_HEADER, EOT, START_HEADER, chat_header
 
 
 def message_segments(messages: list[dict]) -> list[tuple[str, bool]]:
@@ -60,6 +60,14 @@ def message_segments(messages: list[dict]) -> list[tuple[str, bool]]:
 def trajectory_segments(record: dict) -> list[tuple[str, bool]]:
     """The chat-formatted document of a `cwm.trajectory/1` record as (text, is_observation) pieces."""
     return message_segments(record["messages"])
+
+
+# The same rendering as a Jinja chat template, for servers that apply one (vLLM's /v1/chat/completions refuses a
+# model without it): set `tokenizer.chat_template = CHAT_TEMPLATE` before saving a model that is to be served.
+# BOS first, as ChatFormat.encode puts it; tests check it renders exactly `prompt_text`.
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}" + START_HEADER + "{{ m['role'] }}" + END_HEADER +
+                 "\n\n{{ m['content'] }}" + EOT + "{% endfor %}{% if add_generation_prompt %}" + START_HEADER +
+                 "assistant" + END_HEADER + "\n\n{% endif %}")
 
 
 def prompt_text(messages: list[dict]) -> str:

@@ -101,3 +101,19 @@ def test_openai_policy_unreachable_is_a_clear_error():
     policy = OpenAIPolicy("http://127.0.0.1:9/v1", "m", retries=0, timeout_s=2)
     with pytest.raises(RuntimeError, match="unreachable"):
         policy.act([{"role": "user", "content": "hi"}])
+
+
+def test_chat_template_renders_what_prompt_text_renders():
+    """A served model (vLLM's chat completions) formats conversations as training and the hf policy do."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    from cwm.data.chat import CHAT_TEMPLATE
+    from cwm.data.special_tokens import BOS
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, BOS: 1}, unk_token="<unk>")),
+                                  bos_token=BOS, unk_token="<unk>")
+    tok.chat_template = CHAT_TEMPLATE
+    messages = [{"role": "system", "content": "sys {{ not jinja }}"}, {"role": "user", "content": "fix\nit"},
+                {"role": "assistant", "content": "<tool: submit>\n</tool>"}, {"role": "tool", "content": "ok"}]
+    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == BOS + prompt_text(messages)
