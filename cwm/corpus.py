@@ -464,6 +464,72 @@ def collect_on_ray(tasks: list, *, address: str, out: Path, chunk: int, policy: 
     return summary
 
 
+# -- sandboxes on Ray (cwm-forager tasks --ray) --------------------------------------------------------------------
+class SandboxHost:
+    """A Ray actor holding one DockerSandbox on whichever worker node it was placed."""
+
+    def __init__(self, image: str, limits_kw: dict):
+        from cwm.forager.sandbox import DockerSandbox, SandboxLimits
+        self.box = DockerSandbox(image, limits=SandboxLimits(**limits_kw))
+
+    def exec(self, command: str, timeout_s: float):
+        return self.box.exec(command, timeout_s)
+
+    def close(self) -> None:
+        self.box.close()
+
+
+def ray_sandboxes(address: str, image: str, limits, workers: int) -> Callable:
+    """`open_sandbox()` for task generation whose sandboxes live on the cluster's worker nodes (one Ray actor, one
+    CPU, each): `generate_mutate_fix` then validates its candidates there, in the same seeded order, so the tasks
+    are the ones a local run makes. Needs the image on every worker node."""
+    from dataclasses import asdict
+
+    from cwm.forager.sandbox import Sandbox, SandboxError
+    ray = connect_ray(address)
+    try:
+        check_docker_everywhere(ray)
+    except BaseException:
+        ray.shutdown()
+        raise
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if workers > cpus:
+        ray.shutdown()
+        raise CorpusInputError(f"--workers {workers} with --ray: the cluster has {cpus} CPUs, one a sandbox; "
+                               f"use --workers {cpus} or add nodes")
+    host = ray.remote(num_cpus=1, max_restarts=0)(SandboxHost)
+
+    class RaySandbox(Sandbox):
+        isolation = "docker (on a Ray worker node)"
+
+        def __init__(self):
+            self.limits = limits
+            self.actor = host.remote(image, asdict(limits))
+
+        def exec(self, command: str, timeout_s: float = 120.0):
+            try:
+                return ray.get(self.actor.exec.remote(command, timeout_s))
+            except ray.exceptions.RayError as e:
+                raise SandboxError(f"the sandbox on the Ray cluster failed: {str(e).splitlines()[0][:300]}") from e
+
+        def close(self) -> None:
+            if self.actor is not None:
+                try:
+                    ray.get(self.actor.close.remote(), timeout=60)
+                except Exception:  # noqa: BLE001 - the actor is gone: sweep_containers removes its container
+                    pass
+                ray.kill(self.actor)
+                self.actor = None
+
+    return RaySandbox
+
+
+def disconnect_ray() -> None:
+    """End this process's connection to the cluster (after `ray_sandboxes` work is done)."""
+    import ray
+    ray.shutdown()
+
+
 # -- the summary --------------------------------------------------------------------------------------------------
 def summary_rows(stats: CorpusStats, log_path: Path) -> list[tuple[str, str]]:
     every = done_rows(log_path)

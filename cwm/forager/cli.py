@@ -71,6 +71,12 @@ def cmd_tasks(args) -> int:
         sweep_containers(dc)
         info = images.image_info(dc, args.image)
         new_sandbox = lambda: open_sandbox("docker", image=args.image, limits=_limits(args), dc=dc)  # noqa: E731
+        if getattr(args, "ray", None):   # the sandboxes live on the cluster's worker nodes (cwm/corpus.py)
+            from cwm import corpus
+            try:
+                new_sandbox = corpus.ray_sandboxes(args.ray, args.image, _limits(args), args.workers)
+            except corpus.CorpusInputError as exc:
+                raise ValueError(str(exc)) from None
     else:
         if not args.repo:
             raise TaskError("--sandbox local needs --repo DIR (the repository, with its dependencies importable)")
@@ -90,6 +96,9 @@ def cmd_tasks(args) -> int:
         if not args.repo:
             raise TaskError("--kind issue-fix needs --repo DIR: the git repository whose history is mined")
         tasks = generate_issue_fix(args.repo, args.image, open_sandbox=new_sandbox, n=args.n)
+    if getattr(args, "ray", None):
+        from cwm import corpus
+        corpus.disconnect_ray()
     write_tasks(tasks, args.output)
     print(f"{len(tasks)} {args.kind} tasks -> {args.output}")
     return 0 if tasks else 1
@@ -208,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-n", type=int, default=10)
     t.add_argument("-o", "--output", required=True)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--ray", metavar="auto|ADDRESS", help="validate candidates in sandboxes on a Ray cluster's nodes")
     sandbox_args(t)
     c = sub.add_parser("collect", help="run episodes and write trajectory shards (resumable)")
     c.add_argument("tasks")

@@ -91,3 +91,38 @@ def test_collect_on_ray_gives_the_local_episodes(ray_cluster, docker_client, tmp
     assert main(["collect", str(tmp_path / "tasks.jsonl"), "--policy", "oracle", "-o", str(tmp_path / "ray"),
                  "--quiet"]) == 0
     assert len(list(iter_records(tmp_path / "ray"))) == len(tasks)
+
+
+def test_tasks_on_ray_are_the_local_tasks(ray_cluster, docker_client, tmp_path):
+    """`cwm-forager tasks --ray`: candidates validated in sandboxes on the worker nodes, same seeded tasks."""
+    from cwm.forager.cli import main
+    from cwm.forager.demo import ensure_demo_image
+    from cwm.forager.tasks import load_tasks
+
+    cluster, _ = ray_cluster
+    image = ensure_demo_image(docker_client, tmp_path / "calc")
+    common = ["tasks", image, "--kind", "mutate-fix", "-n", "3", "--seed", "0", "--workers", "2"]
+    assert main(common + ["-o", str(tmp_path / "local.jsonl")]) == 0
+    assert main(common + ["-o", str(tmp_path / "ray.jsonl"), "--ray", cluster.address]) == 0
+    local, on_ray = load_tasks(tmp_path / "local.jsonl"), load_tasks(tmp_path / "ray.jsonl")
+    assert [t.id for t in on_ray] == [t.id for t in local] and len(local) == 3
+    assert [t.fail_to_pass for t in on_ray] == [t.fail_to_pass for t in local]
+    assert main(common + ["-o", str(tmp_path / "x.jsonl"), "--ray", cluster.address, "--workers", "5"]) == 2
+
+
+def test_a_worker_node_without_docker_stops_the_run_at_start(tiny_list, tmp_path):
+    """Docker-based units need an engine on every worker node: checked before any unit starts, one line."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, env_vars={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+        cluster.wait_for_nodes()
+        out = tmp_path / "out"
+        proc = cli("corpus", tiny_list, "-o", out, "--ray", cluster.address)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("cwm-trace: error:")]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert "no Docker engine on Ray node" in lines[0] and "every worker node" in lines[0]
+        assert rows(out) == {} and not (out / "items").exists()    # no unit ran
+    finally:
+        cluster.shutdown()
