@@ -12,9 +12,10 @@ import torch
 WORD = r"[A-Za-z_]+| +|[\s\S]"
 
 
-def small_tokenizer(texts):
+def small_tokenizer(texts, pieces: tuple[str, ...] = ()):
     """A word-level tokenizer over `texts`: each run of letters is one token, every other character (digits,
-    spaces, punctuation) its own token, plus every special token.
+    spaces, punctuation) its own token, plus every special token. `pieces`: longer strings that are one token
+    each (a format's scaffolding, e.g. "<<<<<<< SEARCH\n"), matched before anything else.
 
     A vocabulary of a few dozen symbols keeps a random policy's chance of a right one-token answer measurable, and
     whole words keep prompts short (CPU time)."""
@@ -23,12 +24,13 @@ def small_tokenizer(texts):
 
     from cwm.data.special_tokens import ALL_SPECIAL_TOKENS, BOS, EOS, PAD
 
+    word = "".join(re.escape(p) + "|" for p in sorted(pieces, key=len, reverse=True)) + WORD
     vocab = {t: i for i, t in enumerate(ALL_SPECIAL_TOKENS)}
     vocab["<unk>"] = len(vocab)
-    for piece in sorted(set(re.findall(WORD, "".join(texts))) | set(string.digits)):
+    for piece in sorted(set(re.findall(word, "".join(texts))) | set(string.digits) | set(pieces)):
         vocab.setdefault(piece, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(word), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token="<unk>",
                                    additional_special_tokens=[t for t in ALL_SPECIAL_TOKENS if t not in (BOS, EOS, PAD)])
