@@ -479,6 +479,7 @@ def train(cfg: JobConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
         say(f"interrupted at step {step}: saving a checkpoint to continue from")
 
+    print(f"rank {rank}: peak RSS {rss_bytes()[1] / 2**30:.3f} GB after {step} steps", flush=True)
     checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     summary = {"step": step, **last_values}
     if not interrupted:

@@ -14,7 +14,9 @@ rest is arithmetic over the config (cwm.model.config shapes), the recipe's row l
 What a layer saves per token (elements; d hidden, q/kv query/KV heads, h head dim, f FFN width), counted from
 transformers' eager code: two RMSNorms × (input, normalised output) = 4d; the attention block's q, k, v after
 RoPE and in the kernel's layout, its output and the o_proj input = 3qh + 4kvh; the SwiGLU's gate, up, silu(gate)
-and their product = 4f. Estimates are checked against measured peak memory in tests/train/test_plan.py.
+and their product = 4f (on CPU, SDPA also repeats K and V to the query heads, + 2qh, and keeps each
+document's scores and softmax, 2 × heads × n² per document of n tokens: planned at n = the row length). Backward holds
+one layer's worth of gradients on top. Estimates are checked against measured peak memory in tests/train/test_plan.py.
 """
 from __future__ import annotations
 
@@ -41,22 +43,28 @@ class Plan:
         return self.params + self.grads + self.optimizer + self.gathered + acts + self.loss
 
 
-def layer_elements_per_token(config) -> int:
+def layer_elements_per_token(config, *, expand_kv: bool = False) -> int:
     d, f = config.hidden_size, config.intermediate_size
     q, kv = config.num_attention_heads, config.num_key_value_heads
     h = getattr(config, "head_dim", None) or d // q
-    return 4 * d + 3 * q * h + 4 * kv * h + 4 * f
+    expanded = 2 * q * h if expand_kv and kv < q else 0  # CPU SDPA repeats K and V to the query heads (GQA)
+    return 4 * d + 3 * q * h + 4 * kv * h + 4 * f + expanded
 
 
 def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int = 1, bf16: bool,
-             checkpointing: bool, loss_chunk: int) -> Plan:
+             checkpointing: bool, loss_chunk: int, cpu: bool = False) -> Plan:
     """Bytes per device for training `model` (built on the meta device) on rows of `seq_len` tokens."""
     n = sum(p.numel() for p in model.parameters())
     sharded = devices > 1
     act_bytes = 2 if bf16 else 4
     layers = config.num_hidden_layers
     tokens = seq_len * rows_per_device
-    per_layer = layer_elements_per_token(config) * tokens * act_bytes
+    per_layer = layer_elements_per_token(config, expand_kv=cpu) * tokens * act_bytes
+    if cpu:
+        # CPU SDPA (math path, GQA) keeps each document's [heads, n, n] scores and softmax: quadratic in the
+        # document's length. Planned for the worst case, one document filling the row (the padding document
+        # of a short row counts too). The GPU kernel keeps O(n) (a log-sum-exp per query).
+        per_layer += 2 * config.num_attention_heads * seq_len**2 * rows_per_device * act_bytes
     d, vocab = config.hidden_size, config.vocab_size
     embed_and_norm = 3 * d * tokens * act_bytes  # the embedding output, the final norm's input and output
     layer_params = sum(p.numel() for p in model.model.layers[0].parameters())
@@ -65,8 +73,10 @@ def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int 
     return Plan(
         devices=devices,
         params=4 * n / devices, grads=4 * n / devices, optimizer=8 * n / devices, gathered=gathered,
-        activations=layers * per_layer + embed_and_norm,
-        activations_checkpointed=layers * d * tokens * act_bytes + per_layer + embed_and_norm,
+        # Backward of a layer holds gradients as large as what the layer saved: one layer's worth on top.
+        activations=(layers + 1) * per_layer + embed_and_norm,
+        # With checkpointing: each layer's input, plus one layer recomputed and its backward.
+        activations_checkpointed=layers * d * tokens * act_bytes + 2 * per_layer + embed_and_norm,
         loss=4 * min(loss_chunk, tokens) * vocab + act_bytes * d * tokens + 4 * vocab * d,
         checkpointing=checkpointing)
 
@@ -134,7 +144,7 @@ def print_plan(cfg) -> Plan:
     bf16 = cfg.training.bf16 == "on" or (cfg.training.bf16 == "auto" and on_gpu)
     ac = cfg.training.activation_checkpointing == "on" or (cfg.training.activation_checkpointing == "auto" and on_gpu)
     plan = estimate(model, config, devices=devices, seq_len=recipe.seq_len, bf16=bf16, checkpointing=ac,
-                    loss_chunk=cfg.training.loss_chunk)
+                    loss_chunk=cfg.training.loss_chunk, cpu=not on_gpu)
     n = sum(p.numel() for p in model.parameters())
     name = cfg.model.init or cfg.model.config or cfg.model.preset
     without = plan.total - (plan.activations_checkpointed if ac else plan.activations) + plan.activations
@@ -159,13 +169,13 @@ def print_plan(cfg) -> Plan:
                f"does NOT fit in {cfg.plan.device_gb:g} GB per device: need {plan.total / GB:.1f} GB; "
                + ("turn on activation checkpointing (--training.activation_checkpointing on), "
                   if not ac and with_ac <= cfg.plan.device_gb * GB else "")
-               + _more_devices_or_split(plan, model, config, recipe, cfg, bf16, ac))
+               + _more_devices_or_split(plan, model, config, recipe, cfg, bf16, ac, not on_gpu))
     lines.append(f"  -> {verdict}")
     print("\n".join(lines))
     return plan
 
 
-def _more_devices_or_split(plan: Plan, model, config, recipe, cfg, bf16, ac) -> str:
+def _more_devices_or_split(plan: Plan, model, config, recipe, cfg, bf16, ac, cpu) -> str:
     """More FSDP devices shrink only the sharded states; one row's activations stay on one device."""
     row = (plan.activations_checkpointed if ac else plan.activations) + plan.loss + plan.gathered
     if row > cfg.plan.device_gb * GB:
@@ -173,7 +183,7 @@ def _more_devices_or_split(plan: Plan, model, config, recipe, cfg, bf16, ac) -> 
                 f"devices do not shrink: split the row over devices (context parallelism) or use a shorter seq_len")
     for devices in (2**i for i in range(0, 16)):
         if estimate(model, config, devices=devices, seq_len=recipe.seq_len, bf16=bf16, checkpointing=ac,
-                    loss_chunk=cfg.training.loss_chunk).total <= cfg.plan.device_gb * GB:
+                    loss_chunk=cfg.training.loss_chunk, cpu=cpu).total <= cfg.plan.device_gb * GB:
             return f"use at least {devices} devices (--plan.devices {devices})"
     return "use a shorter seq_len"
 
