@@ -68,6 +68,7 @@ def cut_at_stop(text: str, stop) -> str:
 class Backend:
     name = "backend"
     tokenizer = None
+    fingerprint = None
 
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
         raise NotImplementedError
@@ -84,6 +85,15 @@ class Backend:
 
     def close(self) -> None:
         pass
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a model folder's files, hashed: changes when the model is rewritten."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).iterdir() if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.name}/{st.st_size}/{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_tokenizer_dir(path: str | os.PathLike):
@@ -146,6 +156,7 @@ class HFBackend(Backend):
                     from None
             tokenizer = tokenizer or load_tokenizer_dir(path)
             self.model_name = str(model_dir)
+            self.fingerprint = folder_fingerprint(path)
         else:
             self.model_name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="only the first N examples")
     r.add_argument("--batch-size", type=int, default=8, help="prompts per generate call / scoring batch")
     r.add_argument("--concurrency", type=int, default=8, help="parallel requests to a server")
+    r.add_argument("--fresh", action="store_true", help="forget the results folder's earlier results and start over")
     r.add_argument("--no-progress", action="store_true")
     helps = {"output-prediction": "predict f(input) (CRUXEval-O format)",
              "input-prediction": "predict an input giving the output (CRUXEval-I), checked by running f",
@@ -156,17 +157,15 @@ def recipe_examples(args) -> list[dict]:
 
 
 def swe_demo_examples(args, console) -> tuple[list[dict], str]:
-    """The bundled SWE sample: the forager's demo mutate-fix task, generated (Docker) into the results folder."""
+    """The bundled SWE sample: mutate-fix tasks on the forager's demo image, made (Docker) into the results folder."""
     from cwm.eval import swe
-    from cwm.rl.demo_task import main as demo_task
 
-    out = Path(args.out or "runs/eval/swe") / "demo_tasks.jsonl"
-    if not out.exists():
-        console.print(f"swe: no TASKS given: generating the forager demo task into {out} (Docker)")
-        if demo_task([str(out)]) != 0 or not out.exists():
-            from cwm.eval.harness import EvalInputError
-            raise EvalInputError("swe: the demo task could not be made (see above); pass TASKS.jsonl")
-    return swe.load_examples(out), str(out)
+    out = Path(args.out or default_out(args)) / "sample_tasks.jsonl"
+    if out.exists():
+        return swe.load_examples(out), str(out)
+    console.print(f"swe: no TASKS given: making the bundled sample (mutate-fix tasks on the forager's demo image) "
+                  f"into {out}")
+    return swe.make_demo_tasks(out), str(out)
 
 
 def sampling(args, suite):
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = make_backend(model=args.model, base_url=args.base_url, tokenizer=args.tokenizer,
                                batch_size=args.batch_size, concurrency=args.concurrency, dtype=args.dtype)
         run_suite(suite, examples, backend, params, args.out or default_out(args), input_name=input_name,
-                  batch_size=args.batch_size, console=console, progress=not args.no_progress)
+                  batch_size=args.batch_size, console=console, progress=not args.no_progress, fresh=args.fresh)
     except (EvalInputError, BackendError) as e:
         print(f"cwm-eval {args.suite}: {e}", file=sys.stderr)
         return 2

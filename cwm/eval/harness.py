@@ -1,8 +1,9 @@
 """The part every `cwm-eval` suite shares: reading example files, the results folder, resume, the summary.
 
 Results folder (`-o DIR`):
-- `run.json`: the suite, the input, the backend and the sampling settings of the run. A folder holding a run with
-  other settings is refused (its results stay as they are): pass another `-o`.
+- `run.json`: the suite, the input, the backend, the sampling settings of the run and, for a local model, a
+  fingerprint of its files (a retrained model in the same folder is another model). A folder holding a run with
+  other settings is refused (its results stay as they are): pass another `-o`, or `--fresh` to start it over.
 - `results.jsonl`: one JSON object per example, appended (and flushed) the moment the example is scored, with
   at least `id`, `prompt`, `answer` and `score` (a number in [0, 1]). Re-running the same command skips every
   example already there (resume); a run stopped half-way keeps what it wrote.
@@ -15,7 +16,6 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from cwm.eval.backends import Backend, SamplingParams
 
@@ -81,8 +81,11 @@ def pass_at_k_table(counts: list[tuple[int, int]]) -> dict[str, float]:
 
 
 class ResultsFolder:
-    def __init__(self, out: str | Path, settings: dict):
+    def __init__(self, out: str | Path, settings: dict, *, fresh: bool = False):
         self.dir = Path(out)
+        if fresh:
+            for name in (RESULTS, RUN, SUMMARY_JSON, SUMMARY_MD, PLOT):
+                (self.dir / name).unlink(missing_ok=True)
         settings = json.loads(json.dumps(settings))   # as stored: tuples become lists
         self.settings = settings
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,8 @@ class ResultsFolder:
 
 
 def run_suite(suite, examples: list[dict], backend: Backend, params: SamplingParams, out: str | Path, *,
-              input_name: str, batch_size: int = 8, console=None, progress: bool = True) -> dict:
+              input_name: str, batch_size: int = 8, console=None, progress: bool = True,
+              fresh: bool = False) -> dict:
     """Score every example not already in `out`, appending rows as batches finish; return the summary."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -129,7 +133,9 @@ def run_suite(suite, examples: list[dict], backend: Backend, params: SamplingPar
     settings = {"suite": suite.name, "input": input_name, "backend": backend.name,
                 "model": getattr(backend, "model_name", backend.name), "params": asdict(params),
                 **suite.settings()}
-    folder = ResultsFolder(out, settings)
+    if getattr(backend, "fingerprint", None):
+        settings["model_fingerprint"] = backend.fingerprint
+    folder = ResultsFolder(out, settings, fresh=fresh)
     done = folder.done()
     todo = [ex for ex in examples if str(ex["id"]) not in done]
     if done:
@@ -193,8 +199,3 @@ def plot_pass_at_k(curve: dict[int, float], path: Path, title: str) -> Path:
     return path
 
 
-def batched(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-Scorer = Callable[[dict, list[str]], dict]

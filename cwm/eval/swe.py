@@ -27,6 +27,33 @@ def load_examples(path) -> list[dict]:
     return [{"id": t.id, "task": t} for t in tasks]
 
 
+def make_demo_tasks(out, count: int = 2) -> list[dict]:
+    """The bundled SWE sample: mutate-fix tasks on the forager's demo repository image (built on first use, then
+    cached by Docker), made by the forager's own task generator and written to `out`."""
+    import tempfile
+    from pathlib import Path
+
+    from cwm.forager import images
+    from cwm.forager.demo import ensure_demo_image
+    from cwm.forager.sandbox import DockerSandbox
+    from cwm.forager.tasks import TaskError, generate_mutate_fix, write_tasks
+
+    try:
+        dc = images.client()
+        image = ensure_demo_image(dc, Path(tempfile.mkdtemp(prefix="cwm-eval-swe-")) / "calc")
+        info = images.image_info(dc, image)
+        tasks = generate_mutate_fix(image, info.repo, info.commit, info.passing, count, seed=0,
+                                    open_sandbox=lambda: DockerSandbox(image, dc=dc, run_id="eval-demo-task"))
+    except images.ImageError as e:
+        raise BackendError(f"swe: the bundled sample needs a Docker engine ({e}); start one or pass TASKS.jsonl") \
+            from None
+    except TaskError as e:
+        raise EvalInputError(f"swe: the bundled sample task could not be made ({e}); pass TASKS.jsonl") from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_tasks(tasks, Path(out))
+    return load_examples(out)
+
+
 def policy_for(backend, params: SamplingParams):
     from cwm.forager.policies import HFPolicy, NoopPolicy, OpenAIPolicy, OraclePolicy
 

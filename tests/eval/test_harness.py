@@ -122,3 +122,21 @@ def test_a_results_folder_of_other_settings_is_refused_and_kept(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert "other settings" in err and "model" in err and len(err.splitlines()) == 1
     assert (out / "results.jsonl").read_text() == before
+
+
+def test_a_retrained_model_is_another_model_and_fresh_starts_over(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out = tmp_path / "o"
+    common = ["output-prediction", "--model", str(model), "-o", str(out), "--limit", "1", "--max-tokens", "4",
+              "--no-progress"]
+    assert main(common) == 0
+    assert main(common) == 0                 # same model: resumes, nothing to do
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes())   # "retrained"
+    capsys.readouterr()
+    assert main(common) == 2
+    assert "model_fingerprint" in capsys.readouterr().err
+    assert main([*common, "--fresh"]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1

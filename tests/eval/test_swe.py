@@ -1,0 +1,23 @@
+"""`cwm-eval swe` on the bundled sample (mutate-fix tasks on the forager's demo image, in Docker): the oracle
+policy resolves every task in every episode, the wrong one (submits at once) none."""
+import json
+
+import pytest
+
+from cwm.eval.cli import main
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def test_swe_oracle_resolves_all_and_wrong_none(docker_client, tmp_path):
+    oracle, wrong = tmp_path / "oracle", tmp_path / "wrong"
+    assert main(["swe", "--model", "oracle", "--n", "2", "-o", str(oracle), "--no-progress"]) == 0
+    tasks = oracle / "sample_tasks.jsonl"
+    assert main(["swe", str(tasks), "--model", "wrong", "-o", str(wrong), "--no-progress"]) == 0
+    good, bad = (json.loads((d / "summary.json").read_text()) for d in (oracle, wrong))
+    assert good["examples"] == bad["examples"] >= 1
+    assert good["resolved"] == good["pass@1"] == good["pass@2"] == 1.0 and good["sandbox_errors"] == 0
+    assert bad["resolved"] == bad["pass@1"] == 0.0 and bad["sandbox_errors"] == 0
+    rows = [json.loads(line) for line in (oracle / "results.jsonl").read_text().splitlines()]
+    assert all(r["n"] == 2 and all(e["outcome"] == "submitted" for e in r["episodes"]) and r["answer"] for r in rows)
+    assert not docker_client.containers.list(all=True, filters={"label": "cwm-forager=1", "name": "eval-demo"})
