@@ -23,6 +23,7 @@ import yaml
 from cwm.train import OptimConfig
 from cwm.rl.curriculum import CurriculumConfig
 from cwm.rl.grpo import GRPOConfig
+from cwm.rl.committee import CommitteeConfig
 from cwm.rl.reward_model import RewardModelTerm
 from cwm.rl.rollout import RolloutConfig
 
@@ -81,6 +82,7 @@ class RLRecipe:
     envs: list[EnvSpec] = field(default_factory=list)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # off: shuffled cycle of tasks
     reward_model: RewardModelTerm = field(default_factory=RewardModelTerm)  # off: weight 0
+    committee: CommitteeConfig = field(default_factory=CommitteeConfig)    # off: weight 0
 
 
 def resolve(name: str) -> Path:

@@ -27,6 +27,7 @@ from cwm.rl.env import EnvFactory
 from cwm.rl.generate import DiskWeightPush, LocalGenerator, ServerGenerator
 from cwm.rl.learner import backward_batch, select
 from cwm.rl.producer import RolloutProducer
+from cwm.rl import committee as rl_committee
 from cwm.rl.reward_model import load_term, shape_trajectories
 from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
@@ -207,6 +208,7 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
     factories, weights = build_envs(recipe.envs, say=print if rank == 0 else (lambda *a: None))
     sampler = make_sampler(factories, weights, recipe.seed + rank, recipe.curriculum, recipe.group_size)
     reward_model = load_term(recipe.reward_model, device)
+    committee = rl_committee.load_term(recipe.committee, other_weight=recipe.reward_model.weight)
 
     start = 0
     last = checkpoint.latest(out / "checkpoints")
@@ -238,6 +240,8 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
             void = [t for t in fresh if t.info.get("outcome") in VOID_OUTCOMES]
             fresh = [t for t in fresh if t.info.get("outcome") not in VOID_OUTCOMES]
             shaped, extra = shape_trajectories(reward_model, fresh, tokenizer, recipe.reward_model.weight)
+            shaped, review = rl_committee.shape_trajectories(committee, shaped, tokenizer, recipe.committee.weight)
+            extra.update(review)
             batch = select(shaped, recipe.grpo)  # issue 22's switches; `extra`: what each did this step
             if isinstance(sampler, CurriculumSampler):  # void episodes say nothing about the task's difficulty
                 sampler.update([(t.env, t.task, t.passed) for t in fresh + stale]

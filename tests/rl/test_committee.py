@@ -152,3 +152,36 @@ def test_committee_of_two_prompts_on_a_real_vllm_server(reviewer_model, vllm_ser
             assert r.agreement == pytest.approx(1 - abs(r.verdicts[0].score - r.verdicts[1].score))
     assert any(len(r.verdicts) == 2 for r in results), [r.dropped for r in results]
     assert "reviewer unconstrained dropped" in caplog.text
+
+
+@pytest.mark.timeout(300)
+def test_trainer_adds_the_committee_term_and_logs_it(tmp_path):
+    import yaml
+
+    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
+    from cwm.rl.envs.output_prediction import task_from_record
+    from cwm.rl.recipe import load_recipe
+    from cwm.rl.train import train
+
+    records = function_records("def f(x):\n    return x % 2\n", "f", list(range(4)))
+    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
+    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
+    write_shards(tmp_path / "traces", records)
+    fake = FakeReviewers()
+    try:
+        recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 1, "seed": 0,
+                  "groups_per_step": 2, "group_size": 2, "checkpoint_every": 0, "generator": {"overlap": False},
+                  "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1}},
+                  "committee": {"weight": 0.5, "timeout_s": 5, "reviewers": [
+                      {"name": "a", "base_url": fake.url, "model": "good-8"},
+                      {"name": "b", "base_url": fake.url, "model": "good-6"},
+                      {"name": "c", "base_url": fake.url, "model": "garbage"}]},
+                  "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
+    finally:
+        fake.close()
+    (m,) = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    # agreement 0.8 each: score (0.8 + 0.6) / 2; the garbage reviewer dropped on each of the 4 episodes
+    assert m["committee/score"] == pytest.approx(0.7) and m["committee/agreement"] == pytest.approx(0.8)
+    assert m["committee/dropped"] == 4.0
