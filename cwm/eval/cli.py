@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
              "codegen": "HumanEval-format tasks, n samples, unbiased pass@k, tests in the jail",
              "swe": "forager tasks solved by the agent in Docker: resolution rate and pass@k"}
     for name in SUITES:
-        p = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+        sample = SAMPLE_FILES[name] or "mutate-fix tasks on the forager's demo image"
+        p = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name],
+                           epilog=f"example, on the bundled sample ({sample}; formats: {SAMPLES / 'README.md'}):\n"
+                                  f"  cwm-eval {name} --model oracle --limit 3 -o /tmp/cwm-eval-{name}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("input", nargs="?", help="the suite's file (default: the bundled sample)")
         if name == "output-prediction":
             p.add_argument("--style", choices=("direct", "trace"), default="direct")
