@@ -242,7 +242,7 @@ def all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
     return values
 
 
-def token_losses(model, batch: dict, autocast: bool, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_losses(model, batch: dict, autocast: bool, chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The summed cross entropy of a packed row (differentiable), and per token (detached) its loss, whether it
     counts and its source. HF convention: position j predicts labels[j + 1]. The model's head computes the loss
     chunk by chunk (cwm/model/loss.py): no [T, V] logits."""
@@ -264,6 +264,24 @@ def token_losses(model, batch: dict, autocast: bool, chunk_size: int) -> tuple[t
                       max_length_k=batch["max_seqlen"]).logits
     labels = batch["labels"][0, 1:]
     return total, request.results["token_losses"][0, :-1], labels != -100, batch["source_ids"][0, 1:]
+
+
+def accumulate_gradients(model, micro: list[dict], *, world: int = 1, cp: int = 1, shard_rows=lambda b: b,
+                         autocast: bool = False, chunk_size: int = 256) -> list[tuple]:
+    """Backward over one optimizer step's micro-batches (gradient accumulation), into `.grad`.
+
+    The loss is normalised by the loss tokens of the whole step (all ranks, all micro-batches), so every token
+    weighs the same and the accumulated gradient is that of one batch holding every row. Returns per
+    micro-batch the detached (token losses, counts, source ids) for statistics.
+    """
+    n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
+                                     device=micro[0]["input_ids"].device)) / cp  # each row is read by its cp ranks
+    stats = []
+    for b in map(shard_rows, micro):
+        total, losses, mask, src = token_losses(model, b, autocast=autocast, chunk_size=chunk_size)
+        (total * world / n_loss).backward()  # FSDP averages gradients over ranks
+        stats.append((losses.detach(), mask, src))
+    return stats
 
 
 def rss_bytes() -> tuple[int, int]:
@@ -428,13 +446,9 @@ def train(cfg: JobConfig) -> dict:
                 say(f"data exhausted at step {step}: every source has used its epochs")
                 break
             micro = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in micro]
-            # Normalize by the loss tokens of the whole step (all ranks, all micro-batches): every token weighs the same.
-            n_loss = all_reduce(torch.tensor([float(sum(int((b["labels"][0, 1:] != -100).sum()) for b in micro))],
-                                             device=device)) / cp  # each row is read by its cp ranks
-            for b in map(shard_rows, micro):
-                total, losses, mask, src = token_losses(model, b, autocast=bf16 and mesh is None,
-                                                        chunk_size=cfg.training.loss_chunk)
-                (total * world / n_loss).backward()  # FSDP averages gradients over ranks
+            for losses, mask, src in accumulate_gradients(model, micro, world=world, cp=cp, shard_rows=shard_rows,
+                                                          autocast=bf16 and mesh is None,
+                                                          chunk_size=cfg.training.loss_chunk):
                 ids = src.clamp(min=0)[mask]
                 window_losses[0].index_add_(0, ids, losses.detach()[mask].double())
                 window_losses[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
