@@ -4,7 +4,7 @@ import pytest
 
 from cwm.rl.rewards import (MalformedAnswer, RewardSpec, RewardSpecError, apply_edit_blocks, composite_reward,
                             format_edit_blocks, localization_reward, oracle_answer, oracle_file_similarity,
-                            parse_answer, patch_similarity, similarity_reward, unified_diff)
+                            normalized_patch, parse_answer, patch_similarity, similarity_reward, unified_diff)
 from cwm.rl.rewards import tests_then_similarity as mixed  # (a name pytest would collect)
 
 OLD = {"calc.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
@@ -21,6 +21,8 @@ def test_the_diff_is_written_by_hand_the_same():
     assert unified_diff(OLD["calc.py"], FIXED["calc.py"]) == (
         "@@ -1,5 +1,5 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n \n \n def mul(a, b):")
     assert unified_diff("same\n", "same\n") == ""
+    # and it is what the reward compares: per file, three lines of context
+    assert normalized_patch(OLD, FIXED)["calc.py"] == unified_diff(OLD["calc.py"], FIXED["calc.py"])
 
 
 def test_identical_patch_scores_one_and_disjoint_files_zero():
@@ -96,6 +98,7 @@ def test_tests_then_similarity_three_branches():
     assert mixed(True, 0.0, tau) == 1.0                 # tests pass: +1 whatever the patch
     assert mixed(False, 0.8, tau) == pytest.approx(-1 + 0.5 * 0.8)   # near the fix
     assert mixed(False, 0.49, tau) == -1.0              # below tau: plain failure
+    assert mixed(False, 0.5, tau) == pytest.approx(-1 + 0.25)   # at tau: partial credit already
     # s counts the oracle's files only: an extra file the oracle does not touch changes nothing
     pred = {"calc.py": FIXED["calc.py"], "extra.py": "junk\n"}
     assert oracle_file_similarity(OLD, {"calc.py": FIXED["calc.py"]}, pred) == 1.0
