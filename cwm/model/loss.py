@@ -190,12 +190,23 @@ def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return -losses, entropy
 
 
+@torch.no_grad()
+def linear_argmax(hidden: torch.Tensor, weight: torch.Tensor, *, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """argmax over the vocabulary of `hidden @ weight.T`, [N] int64, one chunk of logits at a time."""
+    dtype = _compute_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        h, w = hidden.to(dtype), weight.to(dtype)
+        return torch.cat([_chunk_logits(h[s:s + chunk_size], w, None).argmax(-1)
+                          for s in range(0, h.shape[0], chunk_size)]) if h.shape[0] else \
+            torch.zeros(0, dtype=torch.long, device=h.device)
+
+
 # -- inside a Hugging Face causal LM -----------------------------------------------------------------------------
 @dataclass
 class HeadRequest:
     """What the head computes instead of logits; its results are left here for the caller."""
-    kind: str                      # "loss_sum" | "logprobs"
-    targets: torch.Tensor          # [B, S]: the target of each position (shifted by the caller), -100 for none
+    kind: str                      # "loss_sum" | "logprobs" | "argmax"
+    targets: torch.Tensor | None   # [B, S]: the target of each position (shifted by the caller), -100 for none
     chunk_size: int = DEFAULT_CHUNK
     temperature: float = 1.0
     results: dict = field(default_factory=dict)
@@ -214,7 +225,10 @@ class ChunkedLMHead(nn.Linear):
             return F.linear(hidden, self.weight, self.bias)
         if self.bias is not None:
             raise ValueError("ChunkedLMHead: an output projection with a bias is not supported")
-        flat, targets = hidden.reshape(-1, hidden.shape[-1]), req.targets.reshape(-1).to(hidden.device)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        if req.kind == "argmax":  # greedy next tokens (teacher-forced evaluation), chunk by chunk
+            return linear_argmax(flat, self.weight, chunk_size=req.chunk_size).view(hidden.shape[:-1])
+        targets = req.targets.reshape(-1).to(hidden.device)
         if req.kind == "loss_sum":
             loss, token_losses = linear_cross_entropy(flat, self.weight, targets, chunk_size=req.chunk_size)
             req.results["token_losses"] = token_losses.view(req.targets.shape)

@@ -109,3 +109,45 @@ def test_inside_a_hugging_face_model_the_head_returns_the_loss_not_logits():
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)
     assert model(input_ids=ids).logits.shape == (2, 13, 97)  # without a request: plain logits again
+
+
+def test_argmax_request_gives_the_greedy_tokens_of_full_logits():
+    """For teacher-forced evaluation (the in-training next-state eval) without [T, V] logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)).eval()
+    ids = torch.randint(0, 97, (1, 30))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits.argmax(-1)
+        with head_request(model, HeadRequest("argmax", None, chunk_size=7)):
+            got = model(input_ids=ids).logits
+    assert torch.equal(got, want)
+
+
+def test_rl_learner_logprobs_and_entropy_equal_full_logits():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cwm.rl.learner import token_logprobs
+
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=8))
+    ids = torch.randint(0, 97, (2, 15))
+    attention = torch.ones_like(ids)
+    attention[1, 11:] = 0
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].double() / 0.8
+    logp_all = torch.log_softmax(logits, -1)
+    want = logp_all.gather(-1, ids[:, 1:, None])[..., 0]
+    want_entropy = -(logp_all.exp() * logp_all).sum(-1)
+    up = torch.randn(want.shape)
+    (want * up).sum().backward()
+    want_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    logp, entropy = token_logprobs(model, ids, attention, temperature=0.8, chunk_size=4)
+    (logp * up).sum().backward()
+    torch.testing.assert_close(logp.double(), want.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy.double(), want_entropy.detach(), rtol=1e-5, atol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[n].float(), rtol=1e-4, atol=1e-5, msg=n)
