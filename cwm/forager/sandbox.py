@@ -278,7 +278,7 @@ def sweep_containers(dc=None, *, all_owners: bool = False) -> int:
     dc = dc or images.client()
     host = socket.gethostname()
     removed = 0
-    for c in dc.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+    for c in dc.containers.list(all=True, filters={"label": f"{LABEL}=1"}, ignore_removed=True):
         owner = c.labels.get(OWNER_LABEL, "")
         h, _, pid = owner.rpartition(":")
         if not all_owners and h == host and pid.isdigit() and _alive(int(pid)):
