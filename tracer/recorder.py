@@ -275,23 +275,32 @@ def _stabilise(ep, text):
     frames (and episodes): a changed one is copied, each distinct dict rewritten once."""
     changed = False
     rewritten = {}      # id(locals dict) -> the dict to show (the same one when it holds no noise)
+    join = "\0".join
     for frame in ep.frames:
         loc = frame["locals"]
         if loc is not None:
             done = rewritten.get(id(loc))
             if done is None:
+                shown = join(loc.values())
                 done = loc
-                for shown in loc.values():
-                    if "at 0x" in shown or "id='" in shown or "ed " in shown or "comp>." in shown:
-                        done = {n: text(t) for n, t in loc.items()}
-                        changed = changed or done != loc
-                        break
+                if " at 0x" in shown or "id='" in shown or ", st" in shown or "comp>." in shown:
+                    # One pass over all the texts at once (no pattern reaches across the NUL between them).
+                    new = text(shown)
+                    if new is not shown and new != shown:
+                        parts = new.split("\0")
+                        if len(parts) == len(loc):
+                            done = dict(zip(loc, parts))
+                        else:   # a text holding a NUL itself: one by one
+                            done = {n: text(t) for n, t in loc.items()}
+                        changed = True
                 rewritten[id(loc)] = done
-            frame["locals"] = done
-        value = frame["value"]
-        if value is not None:
-            shown = frame["value"] = text(value)
-            changed = changed or shown is not value
+            if done is not loc:
+                frame["locals"] = done
+        else:
+            value = frame["value"]
+            if value is not None:
+                shown = frame["value"] = text(value)
+                changed = changed or shown is not value
     origin_input = ep.origin.get("input")
     if isinstance(origin_input, str):
         ep.origin["input"] = text(origin_input)

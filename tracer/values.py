@@ -627,7 +627,28 @@ class StableNumbers:
         return str(ordinal) if dec is not None else daemon + str(ordinal)
 
     def text(self, text):
-        """`text` with its noise replaced (the same object when there is none)."""
-        if "at 0x" in text or "id='" in text or "ed " in text:
+        """`text` with its noise replaced (the same object when there is none). Addresses alone (the common case)
+        are found by splitting at " at 0x" (C speed: a regex without a literal prefix tries every position of a
+        long text); mock ids and thread idents go through the regex, in text order."""
+        if "id='" in text or ", st" in text:
             return self._sub(text)
-        return text
+        if " at 0x" not in text:
+            return text
+        parts = text.split(" at 0x")
+        out = [parts[0]]
+        ordinals = self.ordinals
+        for part in parts[1:]:
+            m = _HEX(part)
+            if m is None:
+                out.append(" at 0x" + part)
+                continue
+            end = m.end()
+            number = int(part[:end], 16)
+            ordinal = ordinals.get(number)
+            if ordinal is None:
+                ordinal = ordinals[number] = len(ordinals) + 1
+            out.append(" at 0x%x%s" % (ordinal, part[end:]))
+        return "".join(out)
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+").match

@@ -1,5 +1,6 @@
 """Value serialisation: the cut repr equals builtin repr's prefix, hostile reprs become placeholders, and the change
 detector's proofs (witnesses) hold exactly when the repr would be unchanged."""
+import json
 import random
 import time
 from pathlib import Path
@@ -374,3 +375,48 @@ def test_atomic_values():
     assert values.is_atomic((1, "a", (2.0, None)))
     assert not values.is_atomic((1, [2]))
     assert not values.is_atomic(type("S", (str,), {})("x"))
+
+
+def test_stable_numbers_first_seen_first_numbered():
+    """Addresses, a mock's id and thread idents become ordinals in order of first appearance; the same number the
+    same ordinal whatever way it is written (a mock's decimal id is its address); other hex is left alone."""
+    numbers = values.StableNumbers()
+    text = numbers.text
+    assert text("<object object at 0x7ffa1d5768e0>") == "<object object at 0x1>"
+    assert text("[<A at 0x7f0000000010>, <object object at 0x7ffa1d5768e0>]") == "[<A at 0x2>, <object object at 0x1>]"
+    assert text("<MagicMock id='%d'>" % 0x7f0000000010) == "<MagicMock id='2'>"
+    assert text("<Thread(t, started daemon 139912)>") == "<Thread(t, started daemon 3)>"
+    assert text("<Thread(t, stopped 139912)>") == "<Thread(t, stopped 3)>"
+    assert text("<weakref at 0x7f0000000020; to 'A' at 0x7f0000000010>") == "<weakref at 0x4; to 'A' at 0x2>"
+    for plain in ("0xdeadbeef", "format 0x1234567", "no numbers", "'at 0x'"):
+        assert text(plain) == plain
+    assert values.StableNumbers().text("<B at 0x7f0000000010>") == "<B at 0x1>", "ordinals are per trace"
+
+
+def test_stabilised_records_keep_the_diff_and_a_nul_in_a_text(here, backend):
+    """Two objects, then the first again: ordinals 1, 2, then 1, and the ".." diff as the raw run shows it; a text
+    holding a NUL (the rewrite joins a frame's texts with NUL) is rewritten one text at a time."""
+    from tracer import TraceConfig, trace_call
+
+    (record,) = trace_call(_two_objects, config=TraceConfig(root=str(here), backend=backend))
+    (raw,) = trace_call(_two_objects, config=TraceConfig(root=str(here), backend=backend, raw_values=True))
+    last = [f["locals"] for f in record["frames"] if f["kind"] == "line"][-1]
+    assert last == {"a": "..", "b": "..", "weird": "..", "c": "<object object at 0x1>"}
+    first_weird = next(f["locals"]["weird"] for f in record["frames"] if f["locals"] and "weird" in f["locals"])
+    assert first_weird == "<\0 at 0x3>"
+    assert [[k for k, v in f["locals"].items() if v == ".."] for f in record["frames"] if f["locals"]] == \
+        [[k for k, v in f["locals"].items() if v == ".."] for f in raw["frames"] if f["locals"]]
+    assert "<object object at 0x2>" in json.dumps(record["frames"])
+
+
+class _Nul:
+    def __repr__(self):
+        return "<\0 at 0x%x>" % id(self)
+
+
+def _two_objects():
+    a = object()
+    b = object()
+    weird = _Nul()
+    c = a
+    return c
