@@ -101,7 +101,14 @@ def fit_config(source: Pretrained, tokenizer, *, seq_len: int, rope_theta: float
         if rope_theta is not None:
             params["rope_theta"] = float(rope_theta)
         if rope_scaling:
-            params.update(json.loads(rope_scaling) if isinstance(rope_scaling, str) else rope_scaling)
+            try:
+                extra = json.loads(rope_scaling) if isinstance(rope_scaling, str) else rope_scaling
+            except json.JSONDecodeError:
+                extra = None
+            if not isinstance(extra, dict):
+                raise PretrainedError(f"--model.rope_scaling {rope_scaling!r}: not a JSON object; pass e.g. "
+                                      f"'{{\"rope_type\": \"yarn\", \"factor\": 4.0}}'")
+            params.update(extra)
         config.rope_parameters = params
     return config
 
