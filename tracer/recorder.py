@@ -95,10 +95,13 @@ class TraceStopped(BaseException):
     """Unwinds the traced program after the soft timeout (only where the caller asked for that)."""
 
 
+_NO_LINES = {}
+
+
 class _Scope:
     __slots__ = ("info", "facts", "verdicts", "frame", "eps", "prev_line", "last", "diff_base", "diff",
                  "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged",
-                 "unchanged_size", "diff_size", "diff_cut", "scan", "stmt_shown", "hidden")
+                 "unchanged_size", "diff_size", "diff_cut", "scan", "stmt_shown", "hidden", "comp_lines")
 
     def __init__(self, info):
         self.info = info
@@ -128,6 +131,7 @@ class _Scope:
         self.scan = None        # a position whose container's elements the snapshot looks at all when it ends
         self.stmt_shown = None  # the comprehension statement whose one `line` frame was this scope's last
         self.hidden = False     # a comprehension's own scope, shown as part of its statement (canonical form)
+        self.comp_lines = _NO_LINES     # {line: its statement's first line} of comprehension statements (canonical)
 
 
 def _forget_unshown(scope, witness):
@@ -394,6 +398,8 @@ class Recorder:
         depth = self.config.depth
         eps = [(ep, d + 1) for ep, d in parent.eps if d < depth and not ep.closed] if parent is not None else []
         scope.stmt_shown = None
+        if not self.config.native_comprehensions:
+            scope.comp_lines = info.comp_lines
         if not resumed:
             if self.entry_scope is None and not self.entry_done and info.code is self.entry_code:
                 self.entry_scope = scope
@@ -414,9 +420,8 @@ class Recorder:
     def line(self, scope, line):
         if self.stop_requested:
             self._stop()
-        stmt = scope.info.comp_lines.get(line)
-        if (stmt is not None and not self.config.native_comprehensions) or scope.hidden:
-            self._comprehension_line(scope, line, stmt)
+        if line in scope.comp_lines or scope.hidden:
+            self._comprehension_line(scope, line, scope.comp_lines.get(line))
             return
         if scope.eps:
             self._add(scope, "line", line, self._snapshot(scope, self.last_line_scope is scope), None)
