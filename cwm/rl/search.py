@@ -148,10 +148,10 @@ def rerank(candidates: Sequence[str], scorer: Callable[[Sequence[str]], Sequence
 _PYTEST_SUMMARY = re.compile(r"(\d+) (passed|failed|error|errors)\b")
 
 
-def value_from_tests_run(messages: list[dict], info: dict) -> float:
+def value_from_tests_run(messages: list[dict], info: dict) -> float | None:
     """Value of a partial episode from the tests it has run: the pass fraction in the last observation that
-    holds a pytest summary ("3 passed, 1 failed"); 0 when no test has run yet. A finished episode is valued by
-    its reward (1 passed, 0 failed)."""
+    holds a pytest summary ("3 passed, 1 failed"); None (unknown) when no test has run yet. A finished episode
+    is valued by its reward (1 passed, 0 failed)."""
     if info.get("done"):
         return 1.0 if info.get("passed") else 0.0
     for m in reversed(messages):
@@ -162,7 +162,7 @@ def value_from_tests_run(messages: list[dict], info: dict) -> float:
             counts["passed" if kind == "passed" else "failed"] += int(n)
         if sum(counts.values()):
             return counts["passed"] / sum(counts.values())
-    return 0.0
+    return None
 
 
 @dataclass(order=True)
@@ -199,10 +199,15 @@ def replay(make_env: Callable[[], object], turns: list[str]):
 
 
 def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], int], list[str]], *, budget: int,
-                branch: int = 2, max_depth: int = 8,
-                value: Callable[[list[dict], dict], float] = value_from_tests_run) -> SearchResult:
+                branch: int = 3, max_depth: int = 8, unknown_value: float = 1.0, tie: str = "shallow",
+                value: Callable[[list[dict], dict], float | None] = value_from_tests_run) -> SearchResult:
     """Best-first search over assistant turns, stopping at the first passing episode or when `budget` policy
-    turns have been sampled. `policy(messages, k)` returns k sampled next turns for a conversation."""
+    turns have been sampled. `policy(messages, k)` returns k sampled next turns for a conversation.
+
+    A node the value function knows nothing about (no test has run on its path) is valued `unknown_value`:
+    optimistic by default, so untried openings are tried before a line that has shown failing tests is pushed
+    deeper. Among equal values the shallower node goes first (`tie="shallow"`: the same progress in fewer turns
+    has spent fewer chances to break something), or the deeper one (`tie="deep"`)."""
     root_msgs, _ = replay(make_env, [])
     frontier = [_Node((0.0, 0, 0), [], root_msgs)]
     counter = sampled = expanded = finished_count = 0
@@ -211,14 +216,19 @@ def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], in
         node = heapq.heappop(frontier)
         expanded += 1
         k = min(branch, budget - sampled)
+        seen = set()
         for turn in policy(node.messages, k):
             sampled += 1
+            if turn in seen:  # the same turn twice leads to the same state: spent, but not evaluated again
+                continue
+            seen.add(turn)
             turns = node.turns + [turn]
             messages, result = replay(make_env, turns)
             done = result is not None and result.done
             info = {**(result.info if result else {}), "done": done,
                     "passed": bool(result and result.done and result.reward > 0)}
             v = value(messages, info)
+            v = unknown_value if v is None else v
             if v > best[0]:
                 best = (v, turns)
             if done:
@@ -227,8 +237,8 @@ def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], in
                     return SearchResult(True, turns, sampled, expanded, finished_count)
             elif len(turns) < max_depth:
                 counter += 1
-                # most valuable first; among equals the deeper (follow a line on a plateau), then the older
-                heapq.heappush(frontier, _Node((-v, -len(turns), counter), turns, messages))
+                depth_key = len(turns) if tie == "shallow" else -len(turns)
+                heapq.heappush(frontier, _Node((-v, depth_key, counter), turns, messages))
     return SearchResult(False, best[1], sampled, expanded, finished_count)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 
 import torch
@@ -272,14 +273,15 @@ def calc_tasks(repo_dir):
 
 class FixtureAgent:
     """A sampling agent policy for the calc tasks, in the forager's tool-call format: after an edit it runs the
-    tests; otherwise it submits (p_submit), makes a right edit (reverts one of the bugs the statement names,
-    p_right), or a wrong one (introduces another bug). Its episodes resolve a task now and then, by luck."""
+    tests; when the last run showed no failure it submits (p_submit_green), else it submits anyway (p_submit),
+    makes a right edit (reverts one of the bugs the statement names, p_right) or a wrong one (introduces another
+    bug, which it never undoes). Its episodes resolve a task now and then."""
 
-    def __init__(self, seed: int, p_submit: float = 0.15, p_right: float = 0.5):
+    def __init__(self, seed: int, p_submit: float = 0.1, p_right: float = 0.5, p_submit_green: float = 0.9):
         import random
 
         self.rng = random.Random(seed)
-        self.p_submit, self.p_right = p_submit, p_right
+        self.p_submit, self.p_right, self.p_submit_green = p_submit, p_right, p_submit_green
 
     def __call__(self, messages, k):
         return [self._turn(messages) for _ in range(k)]
@@ -290,7 +292,9 @@ class FixtureAgent:
         last = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
         if "<tool: edit>" in last:
             return format_tool_call(ToolCall("bash", {"command": TEST_COMMAND}))
-        if self.rng.random() < self.p_submit:
+        last_obs = next((m["content"] for m in reversed(messages) if m["role"] == "tool"), "")
+        p_submit = self.p_submit_green if re.search(r"\b0 failed", last_obs) else self.p_submit
+        if self.rng.random() < p_submit:
             return format_tool_call(ToolCall("submit", {}))
         statement = next(m["content"] for m in messages if m["role"] == "user")
         named = [n for n in CALC_BUGS if f"test_{n}" in statement]

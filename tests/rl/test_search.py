@@ -44,7 +44,7 @@ def test_value_from_tests_run_reads_the_last_pytest_summary():
     msgs = [{"role": "tool", "content": "== 1 failed, 3 passed in 0.1s =="}, {"role": "assistant", "content": "x"},
             {"role": "tool", "content": "edited calc/__init__.py"}]
     assert value_from_tests_run(msgs, {}) == 0.75
-    assert value_from_tests_run(msgs[2:], {}) == 0.0
+    assert value_from_tests_run(msgs[2:], {}) is None  # no test run yet: unknown
     assert value_from_tests_run(msgs, {"done": True, "passed": True}) == 1.0
 
 
@@ -66,3 +66,53 @@ def test_best_of_n_with_dual_agreement_beats_first_sample():
     print(f"pass@1 over {len(rows)} task-seeds: first sample {first:.3f}, best-of-8 with dual agreement {chosen:.3f}")
     assert first <= 0.6
     assert chosen >= first + 0.25
+
+
+class _Dial:
+    """A deterministic multi-turn fixture: turn a dial with "up"/"down" (each turn's observation is a test summary,
+    `k passed, 4-k failed` at position k), then "submit": +1 only at position 4. Wrong turns cost progress, as
+    a wrong edit does."""
+
+    name = "dial"
+
+    def __init__(self):
+        self.pos = 0
+
+    def reset(self):
+        return [{"role": "user", "content": "reach 4"}]
+
+    def step(self, action):
+        from cwm.rl.env import StepResult, finished
+
+        if action == "submit":
+            return finished(self.pos == 4)
+        self.pos = max(0, self.pos + (1 if action == "up" else -1))
+        return StepResult([{"role": "tool", "content": f"{self.pos} passed, {4 - self.pos} failed"}], 0.0, False)
+
+    def close(self):
+        pass
+
+
+def _dial_policy(seed):
+    import random
+
+    rng = random.Random(seed)
+    return lambda messages, k: [rng.choices(["up", "down", "submit"], [0.45, 0.45, 0.1])[0] for _ in range(k)]
+
+
+def test_tree_search_follows_value_and_respects_the_budget():
+    from cwm.rl.search import independent_episodes, replay, tree_search
+
+    tree_wins = indep_wins = 0
+    for seed in range(20):
+        r = tree_search(_Dial, _dial_policy(seed), budget=30, branch=3, max_depth=12)
+        assert r.turns_sampled <= 30
+        if r.resolved:
+            tree_wins += 1
+            _, last = replay(_Dial, r.best_turns)
+            assert last.done and last.reward > 0  # the returned turns really pass
+        b = independent_episodes(_Dial, _dial_policy(seed), budget=30, max_depth=12)
+        assert b.turns_sampled <= 30
+        indep_wins += b.resolved
+    print(f"dial: tree search resolved {tree_wins}/20, independent episodes {indep_wins}/20 at 30 turns each")
+    assert tree_wins > indep_wins
