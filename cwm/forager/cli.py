@@ -95,7 +95,11 @@ def cmd_tasks(args) -> int:
     else:
         if not args.repo:
             raise TaskError("--kind issue-fix needs --repo DIR: the git repository whose history is mined")
-        tasks = generate_issue_fix(args.repo, args.image, open_sandbox=new_sandbox, n=args.n)
+        quarantined: list = []
+        tasks = generate_issue_fix(args.repo, args.image, open_sandbox=new_sandbox, n=args.n, quarantined=quarantined)
+        if quarantined:
+            print(f"quarantined {len(quarantined)} commit(s) whose fix passes its tests only some of the time: "
+                  f"{', '.join(c[:10] for c in quarantined)}", file=sys.stderr)
     if getattr(args, "ray", None):
         from cwm import corpus
         corpus.disconnect_ray()

@@ -288,9 +288,14 @@ def _show(repo: Path, commit: str, path: str) -> str | None:
 
 
 def generate_issue_fix(repo_dir: str | Path, image: str, *, open_sandbox: Callable[[], Sandbox], n: int = 10,
-                       max_commits: int = 200, timeout_s: float = 300.0) -> list[Task]:
+                       max_commits: int = 200, timeout_s: float = 300.0, flaky_runs: int = 3,
+                       quarantined: list | None = None) -> list[Task]:
     """Issue-fix tasks from `repo_dir`'s history, validated in the repository image (which holds HEAD):
-    with the parent's code and the fix's tests at least one test fails, with the fix's code all pass."""
+    with the parent's code and the fix's tests at least one test fails, with the fix's code all pass.
+
+    The oracle (the fix) runs `flaky_runs` times: a commit whose fail-to-pass tests do not pass every time is
+    quarantined (its id appended to `quarantined`), not emitted; pass-to-pass tests that flip are kept and marked
+    flaky on the task (graded with re-runs and reduced credit)."""
     repo = Path(repo_dir).resolve()
     tasks: list[Task] = []
     with open_sandbox() as sb:
@@ -313,13 +318,19 @@ def generate_issue_fix(repo_dir: str | Path, image: str, *, open_sandbox: Callab
             p2p = sorted(t for t in fixed.passed if broken.outcomes.get(t) == "passed")
             if not f2p:
                 continue
+            again = [sb.run_tests(f2p + p2p, timeout_s=timeout_s) for _ in range(max(0, flaky_runs - 1))]
+            flaky = sorted(t for t in f2p + p2p if any(r.outcomes.get(t) != "passed" for r in again))
+            if set(flaky) & set(f2p):
+                if quarantined is not None:
+                    quarantined.append(commit)
+                continue
             message = _git(repo, "log", "-1", "--format=%B", commit).strip()
             intro = f"Issue: {message.splitlines()[0] if message else 'a bug'}\n\n{message}".rstrip()
             body = {"kind": "issue-fix", "image": image, "commit": commit}
             tasks.append(Task(id=record_key(body), kind="issue-fix", repo=repo.name, commit=parent, image=image,
                               statement=statement_from_failures(repo.name, broken, f2p, intro),
                               fail_to_pass=f2p, pass_to_pass=p2p, mutation=None,
-                              start_files=start, fix_files=fix, test_files=test_files))
+                              start_files=start, fix_files=fix, test_files=test_files, flaky=flaky))
     return tasks
 
 

@@ -95,3 +95,32 @@ def test_a_task_whose_oracle_is_flaky_is_quarantined(docker_client, coin_image):
     with DockerSandbox(coin_image, dc=docker_client, run_id="flaky") as sb:
         sb.begin()
         assert validate_mutation(sb, touched, CODE, set(info.passing), 120, frozenset(info.flaky)) is None
+
+
+def test_issue_fix_task_whose_fix_passes_only_by_chance_is_quarantined(docker_client, coin_image, tmp_path):
+    """A commit that fixes add and adds test_add, beside the flaky test: in one sandbox the flaky test fails on
+    the parent (run 0), passes with the fix (run 1) — so it looks fail-to-pass — and fails again on the re-run
+    (run 2). With re-runs the commit is quarantined; with one run it would have been a task decided by chance."""
+    import subprocess
+
+    from cwm.forager.tasks import generate_issue_fix
+
+    repo = tmp_path / "coin"
+    (repo / "coin").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "coin" / "__init__.py").write_text(CODE.replace("a + b", "a - b"))
+    (repo / "tests" / "test_coin.py").write_text(TESTS.split("def test_add")[0].replace("from coin import add\n", ""))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "flaky test only")
+    (repo / "coin" / "__init__.py").write_text(CODE)
+    (repo / "tests" / "test_coin.py").write_text(TESTS)
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "fix add")
+    box = lambda: DockerSandbox(coin_image, dc=docker_client, run_id="flaky")  # noqa: E731
+    naive = generate_issue_fix(repo, coin_image, open_sandbox=box, flaky_runs=1)
+    assert len(naive) == 1 and FLAKY in naive[0].fail_to_pass
+    quarantined: list = []
+    assert generate_issue_fix(repo, coin_image, open_sandbox=box, quarantined=quarantined) == []
+    assert len(quarantined) == 1
