@@ -25,7 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "rl"))
 
-from conftest import machine  # noqa: E402
+
+def machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}, no GPU used"
 
 
 @pytest.fixture(autouse=True)

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-len", type=int, default=2048, help="tokens of a trace scored by teacher forcing")
         if name == "swe":
             p.add_argument("--max-turns", type=int, default=32)
+        if name == "codegen":
+            p.add_argument("--search", choices=("best-of-n", "rerank"),
+                           help="also choose one of the n samples: best-of-n (CodeT dual agreement on tests the "
+                                "model writes) or rerank (--reward-model); reports search_pass@1")
+            p.add_argument("--reward-model", help="rerank: a folder from `python -m cwm.rl.reward_model train`")
     return parser
 
 
@@ -87,7 +92,7 @@ def make_suite(args):
     if args.suite == "trace-prediction":
         return TracePrediction(args.mode, args.max_len, args.depth)
     if args.suite == "codegen":
-        return Codegen()
+        return Codegen(search=args.search, reward_model=args.reward_model)
     return SWE(max_turns=args.max_turns)
 
 

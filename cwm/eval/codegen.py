@@ -34,8 +34,11 @@ def load_examples(path) -> list[dict]:
 class Codegen:
     name = "codegen"
 
+    def __init__(self, search: str | None = None, reward_model: str | None = None):
+        self.search, self.reward_model = search, reward_model   # cwm-eval codegen --search (cwm/rl/search.py)
+
     def settings(self) -> dict:
-        return {}
+        return {"search": self.search, "reward_model": self.reward_model} if self.search else {}
 
     def default_params(self) -> dict:
         return {"stop": STOP, "max_tokens": 512}
@@ -55,7 +58,16 @@ class Codegen:
                          "samples": [{"completion": c, "passed": ok, "error": why}
                                      for c, (ok, why) in zip(samples, results)],
                          "correct": correct, "n": len(samples), "score": correct / len(samples)})
+        if self.search:
+            from cwm.rl.search import eval_codegen_search
+
+            try:
+                eval_codegen_search(self.search, backend, examples, rows, params, reward_model=self.reward_model)
+            except ValueError as e:
+                raise EvalInputError(str(e)) from None
         return rows
 
     def summary(self, rows: list[dict]) -> dict:
-        return pass_at_k_table([(r["n"], r["correct"]) for r in rows])
+        from cwm.rl.search import search_summary
+
+        return {**pass_at_k_table([(r["n"], r["correct"]) for r in rows]), **search_summary(rows)}

@@ -116,3 +116,36 @@ def test_tree_search_follows_value_and_respects_the_budget():
         indep_wins += b.resolved
     print(f"dial: tree search resolved {tree_wins}/20, independent episodes {indep_wins}/20 at 30 turns each")
     assert tree_wins > indep_wins
+
+
+def test_cwm_eval_codegen_search_picks_the_consensus(tmp_path):
+    """cwm-eval's codegen suite with --search best-of-n: a scripted backend writes one wrong and two right samples
+    (the wrong one first) and a reply of tests; the suite's own hidden-test grading judges the choice."""
+    from cwm.eval.backends import SamplingParams
+    from cwm.eval.cli import build_parser
+    from cwm.eval.codegen import Codegen
+
+    example = {"id": "add", "task_id": "add", "prompt": "def add(a, b):\n    \"\"\"Sum.\"\"\"\n",
+               "test": "def check(f):\n    assert f(2, 3) == 5\n    assert f(0, 7) == 7\n", "entry_point": "add"}
+
+    class Scripted:
+        name = "scripted"
+
+        def __init__(self):
+            self.prompts = []
+
+        def generate(self, prompts, params):
+            self.prompts += prompts
+            if prompts[0].id.endswith("/search-tests"):
+                return [["1, 1) == 2\nassert add(0, 4) == 4\nassert add(2, 2) == 5"]]  # continues `assert add(`
+            return [["    return a - b\n", "    return a + b\n", "    return b + a\n"]]
+
+    backend = Scripted()
+    suite = Codegen(search="best-of-n")
+    (row,) = suite.run(backend, [example], SamplingParams(n=3, temperature=0.8))
+    assert [s["passed"] for s in row["samples"]] == [False, True, True]
+    assert row["search"]["chosen"] == 1 and row["search"]["passed"] and row["search"]["tests"] == 3
+    summary = suite.summary([row])
+    assert summary["search_pass@1"] == 1.0 and summary["first_sample_pass@1"] == 0.0
+    args = build_parser().parse_args(["codegen", "--model", "oracle", "--search", "best-of-n"])
+    assert args.search == "best-of-n"
