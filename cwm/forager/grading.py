@@ -36,7 +36,8 @@ MAX_ID_CHARS = 100_000   # longer explicit lists run their test files instead (s
 # Runs inside the sandbox with the image's python (-I: nothing from /repo is imported while restoring).
 _RESTORE = r"""
 import json, os, re, shutil, sys
-src, repo, test_re, configs, shadows = sys.argv[1], sys.argv[2], re.compile(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
+src, repo, test_re = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
+configs, shadows = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 def protected(rel):
     top = rel.split("/")[0]
     mod = top[:-3] if top.endswith(".py") else top
@@ -68,7 +69,8 @@ def restore_tests(sandbox: Sandbox, task) -> dict:
     """Put every protected file back (module docstring); returns what was removed and what restored."""
     from cwm.forager.tasks import TEST_PATH
 
-    args = [pristine_dir(sandbox), "/repo", TEST_PATH.pattern, json.dumps(list(CONFIG_FILES)), json.dumps(list(SHADOWS))]
+    args = [pristine_dir(sandbox), "/repo", TEST_PATH.pattern, json.dumps(list(CONFIG_FILES)),
+            json.dumps(list(SHADOWS))]
     r = sandbox.exec("python -I -c " + shlex.quote(_RESTORE) + " " + " ".join(shlex.quote(a) for a in args), 120)
     if r.exit_code != 0:
         raise SandboxError(f"restoring the task's test files failed: {r.output[-500:]}")

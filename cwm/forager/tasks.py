@@ -145,7 +145,8 @@ def ordered_candidates(files: dict[str, str], seed: int) -> list[mutate.Mutation
 
 
 def validate_mutation(sandbox: Sandbox, m: mutate.Mutation, original: str, passing: set[str],
-                      timeout_s: float, flaky: frozenset[str] = frozenset()) -> tuple[TestRun, list[str], list[str]] | None:
+                      timeout_s: float, flaky: frozenset[str] = frozenset()
+                      ) -> tuple[TestRun, list[str], list[str]] | None:
     """Run the suite with `m` applied; (run, fail_to_pass, pass_to_pass) when it is a task, else None.
 
     Flaky tests (their outcome flipped across the image build's runs) never decide a task: a failure of one says

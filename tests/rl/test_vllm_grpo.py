@@ -15,7 +15,6 @@ import yaml
 from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
 from cwm.data.chat import CHAT_TEMPLATE
 from cwm.forager.collect import CollectConfig, collect
-from cwm.forager.episode import EpisodeConfig
 from cwm.forager.policies import OpenAIPolicy
 from cwm.forager.sandbox import ExecResult, Sandbox, SandboxLimits
 from cwm.forager.tasks import Task
