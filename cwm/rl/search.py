@@ -1,5 +1,6 @@
 """Search with the executor as judge: best-of-n with CodeT's dual agreement, reranking by a scorer, and a tree
-search over agent turns. Usable at inference (`python -m cwm.rl.search`) and as a rollout generator for RL.
+search over agent turns. At inference: `cwm-eval codegen --search best-of-n|rerank` (`eval_codegen_search`
+below); the functions take any policy, so the same code can generate rollouts.
 
 Best-of-n (CodeT, Chen et al. 2022): sample n candidate programs and m tests (the tests are the policy's too, so
 some are wrong); run every candidate on every test in the jail (`cwm.jail`), giving a pass matrix. Candidates
@@ -21,7 +22,6 @@ turns sampled, the same unit as `budget` turns of independent episodes, so the t
 """
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 import re
@@ -271,7 +271,7 @@ def independent_episodes(make_env: Callable[[], object], policy: Callable[[list[
     return SearchResult(False, [], sampled, finished_count, finished_count)
 
 
-# -- inference command ----------------------------------------------------------------------------------------
+# -- code generation with a chat policy ----------------------------------------------------------------------------------------
 
 TEST_PROMPT = ("Write {m} different assert statements, one per line, that test a correct `{entry}` for this "
                "task. Only the asserts, in one ```python block.\n\n{prompt}")
@@ -316,14 +316,12 @@ def search_codegen(tasks, policy, *, n: int, m: int, mode: str, scorer=None, lim
             chosen, scores = best_of_n(codes, tests)
         elif mode == "rerank":
             if scorer is None:
-                raise ValueError("--search rerank needs --reward-model DIR (a model trained by "
-                                 "`python -m cwm.rl.reward_model train`)")
+                raise ValueError("rerank needs a scorer (a reward model's score_texts)")
             chosen, scores = rerank(replies, scorer)
         elif mode == "first":
             chosen, scores = 0, [0.0] * len(codes)
         else:
-            raise ValueError(f"--search {mode}: use best-of-n, rerank or first (tree search runs on forager "
-                             "tasks: `python -m cwm.rl.search tree`)")
+            raise ValueError(f"search mode {mode}: use best-of-n, rerank or first")
         first_ok = _grade(task, codes[0], limits)
         chosen_ok = first_ok if chosen == 0 else _grade(task, codes[chosen], limits)
         rows.append({"id": task.id, "first_passed": first_ok, "chosen_passed": chosen_ok, "chosen": chosen,
@@ -331,51 +329,6 @@ def search_codegen(tasks, policy, *, n: int, m: int, mode: str, scorer=None, lim
         if progress:
             progress(i + 1, len(tasks))
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cwm.rl.search", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    cg = sub.add_parser("codegen", help="best-of-n / rerank on code-generation tasks ({id, prompt, entry, tests})")
-    cg.add_argument("tasks", help="tasks .jsonl (cwm/rl/envs/codegen.py); `tests` are hidden: only for grading")
-    cg.add_argument("--base-url", required=True, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    cg.add_argument("--model", required=True, help="served model name")
-    cg.add_argument("--search", default="best-of-n", choices=["best-of-n", "rerank", "first"])
-    cg.add_argument("-n", type=int, default=8, help="candidate solutions per task")
-    cg.add_argument("-m", type=int, default=8, help="generated tests per task (best-of-n)")
-    cg.add_argument("--reward-model", help="rerank: a folder written by `python -m cwm.rl.reward_model train`")
-    cg.add_argument("--temperature", type=float, default=0.8)
-    cg.add_argument("-o", "--out", help="write one JSON line per task here")
-    args = parser.parse_args(argv)
-    try:
-        from cwm.rl.envs.codegen import load_tasks
-
-        tasks = load_tasks(args.tasks)
-        policy = chat_sampler(args.base_url, args.model, temperature=args.temperature)
-        scorer = None
-        if args.reward_model:
-            from cwm.rl.reward_model import RewardModel
-
-            scorer = RewardModel.load(args.reward_model).score_texts
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            job = bar.add_task(f"{args.search} n={args.n}", total=len(tasks))
-            rows = search_codegen(tasks, policy, n=args.n, m=args.m, mode=args.search, scorer=scorer,
-                                  progress=lambda done, total: bar.update(job, completed=done))
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"cwm-search: {e}", file=sys.stderr)
-        return 2
-    if args.out:
-        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    k = len(rows)
-    print(f"cwm-search: {k} tasks, pass@1 first sample {sum(r['first_passed'] for r in rows) / k:.3f}, "
-          f"{args.search} {sum(r['chosen_passed'] for r in rows) / k:.3f} (n={args.n})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # -- cwm-eval codegen --search ----------------------------------------------------------------------------------
