@@ -52,19 +52,30 @@ def layer_elements_per_token(config, *, expand_kv: bool = False) -> int:
 
 
 def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int = 1, bf16: bool,
-             checkpointing: bool, loss_chunk: int, cpu: bool = False) -> Plan:
-    """Bytes per device for training `model` (built on the meta device) on rows of `seq_len` tokens."""
+             checkpointing: bool, loss_chunk: int, cpu: bool = False, cp: int = 1) -> Plan:
+    """Bytes per device for training `model` (built on the meta device) on rows of `seq_len` tokens, each row
+    split over `cp` devices (context parallelism, cwm/model/context_parallel.py; planned at the mean share)."""
+    from cwm.model.config import layer_windows
+
     n = sum(p.numel() for p in model.parameters())
     sharded = devices > 1
     act_bytes = 2 if bf16 else 4
     layers = config.num_hidden_layers
-    tokens = seq_len * rows_per_device
+    share = -(-seq_len // cp)  # a device's tokens of each row
+    tokens = share * rows_per_device
     per_layer = layer_elements_per_token(config, expand_kv=cpu) * tokens * act_bytes
     if cpu:
         # CPU SDPA (math path, GQA) keeps each document's [heads, n, n] scores and softmax: quadratic in the
         # document's length. Planned for the worst case, one document filling the row (the padding document
         # of a short row counts too). The GPU kernel keeps O(n) (a log-sum-exp per query).
-        per_layer += 2 * config.num_attention_heads * seq_len**2 * rows_per_device * act_bytes
+        per_layer += 2 * config.num_attention_heads * share * seq_len * rows_per_device * act_bytes
+    # Context parallelism: K/V rows borrowed from other devices are kept for backward (the received rows and the
+    # keys/values attention saves), worst case the last share of one document filling the row: seq_len - share
+    # rows on a full layer, window - 1 on a sliding one. Without checkpointing every layer's, with it one layer's.
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_row = 2 * 2 * config.num_key_value_heads * head_dim * act_bytes * rows_per_device
+    borrowed = [0 if cp == 1 else min(seq_len - share, seq_len if w is None else w - 1) * kv_row
+                for w in layer_windows(config)]
     d, vocab = config.hidden_size, config.vocab_size
     embed_and_norm = 3 * d * tokens * act_bytes  # the embedding output, the final norm's input and output
     layer_params = sum(p.numel() for p in model.model.layers[0].parameters())
@@ -74,9 +85,9 @@ def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int 
         devices=devices,
         params=4 * n / devices, grads=4 * n / devices, optimizer=8 * n / devices, gathered=gathered,
         # Backward of a layer holds gradients as large as what the layer saved: one layer's worth on top.
-        activations=(layers + 1) * per_layer + embed_and_norm,
+        activations=(layers + 1) * per_layer + embed_and_norm + sum(borrowed),
         # With checkpointing: each layer's input, plus one layer recomputed and its backward.
-        activations_checkpointed=layers * d * tokens * act_bytes + 2 * per_layer + embed_and_norm,
+        activations_checkpointed=layers * d * tokens * act_bytes + 2 * per_layer + embed_and_norm + max(borrowed),
         loss=4 * min(loss_chunk, tokens) * vocab + act_bytes * d * tokens + 4 * vocab * d,
         checkpointing=checkpointing)
 
@@ -143,8 +154,9 @@ def print_plan(cfg) -> Plan:
     on_gpu = cfg.training.device == "cuda" or (cfg.training.device == "auto" and _cuda())
     bf16 = cfg.training.bf16 == "on" or (cfg.training.bf16 == "auto" and on_gpu)
     ac = cfg.training.activation_checkpointing == "on" or (cfg.training.activation_checkpointing == "auto" and on_gpu)
+    cp = cfg.parallel.cp
     plan = estimate(model, config, devices=devices, seq_len=recipe.seq_len, bf16=bf16, checkpointing=ac,
-                    loss_chunk=cfg.training.loss_chunk, cpu=not on_gpu)
+                    loss_chunk=cfg.training.loss_chunk, cpu=not on_gpu, cp=cp)
     n = sum(p.numel() for p in model.parameters())
     name = cfg.model.init or cfg.model.config or cfg.model.preset
     without = plan.total - (plan.activations_checkpointed if ac else plan.activations) + plan.activations
@@ -152,7 +164,8 @@ def print_plan(cfg) -> Plan:
     full_logits = 3 * 4 * recipe.seq_len * config.vocab_size
     lines = [
         f"plan: {name} ({type(model).__name__}, {n / 1e9:.3f}B parameters, vocabulary {config.vocab_size}), "
-        f"rows of {recipe.seq_len} tokens, {devices} device(s), {'bf16' if bf16 else 'fp32'} compute",
+        f"rows of {recipe.seq_len} tokens, {devices} device(s), {'bf16' if bf16 else 'fp32'} compute"
+        + (f", context parallel {cp} ({-(-recipe.seq_len // cp)} tokens of a row per device)" if cp > 1 else ""),
         f"  parameters (fp32, sharded)      {plan.params / GB:9.2f} GB",
         f"  gradients (fp32, sharded)       {plan.grads / GB:9.2f} GB",
         f"  optimizer (AdamW, 2 moments)    {plan.optimizer / GB:9.2f} GB",
@@ -163,7 +176,14 @@ def print_plan(cfg) -> Plan:
         f"(full [T, V] logits would take {full_logits / GB:.2f} GB)",
         f"  total per device                {without / GB:9.2f} GB without checkpointing, {with_ac / GB:.2f} GB with"
         f"{' (checkpointing on)' if ac else ' (checkpointing off)'}",
+        "  by context parallelism (--parallel.cp; devices rounded up to a multiple of it):",
     ]
+    for c in (1, 2, 4, 8):
+        n_dev = -(-devices // c) * c
+        kw = dict(devices=n_dev, seq_len=recipe.seq_len, bf16=bf16, loss_chunk=cfg.training.loss_chunk,
+                  cpu=not on_gpu, cp=c)
+        lines.append(f"    CP {c} on {n_dev:4d} devices        {estimate(model, config, checkpointing=False, **kw).total / GB:9.2f}"
+                     f" GB without checkpointing, {estimate(model, config, checkpointing=True, **kw).total / GB:.2f} GB with")
     fits = plan.total <= cfg.plan.device_gb * GB
     verdict = (f"fits in {cfg.plan.device_gb:g} GB per device" if fits else
                f"does NOT fit in {cfg.plan.device_gb:g} GB per device: need {plan.total / GB:.1f} GB; "
@@ -179,6 +199,11 @@ def _more_devices_or_split(plan: Plan, model, config, recipe, cfg, bf16, ac, cpu
     """More FSDP devices shrink only the sharded states; one row's activations stay on one device."""
     row = (plan.activations_checkpointed if ac else plan.activations) + plan.loss + plan.gathered
     if row > cfg.plan.device_gb * GB:
+        for cp in (2**i for i in range(1, 8)):
+            if estimate(model, config, devices=-(-plan.devices // cp) * cp, seq_len=recipe.seq_len, bf16=bf16,
+                        checkpointing=ac, loss_chunk=cfg.training.loss_chunk, cpu=cpu, cp=cp).total <= cfg.plan.device_gb * GB:
+                return (f"one row's activations, loss and gathered layers alone take {row / GB:.1f} GB, which more "
+                        f"FSDP devices do not shrink: split each row over {cp} devices (--parallel.cp {cp})")
         return (f"one row's activations, loss and gathered layers alone take {row / GB:.1f} GB, which more FSDP "
                 f"devices do not shrink: split the row over devices (context parallelism) or use a shorter seq_len")
     for devices in (2**i for i in range(0, 16)):

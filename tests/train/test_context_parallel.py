@@ -170,3 +170,24 @@ def test_train_py_rejects_a_cp_that_does_not_divide_the_ranks(jsonl_recipe):
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 2
     assert "--parallel.cp 2 must divide the 1 rank(s)" in run.stderr
+
+
+def test_plan_covers_context_parallelism_for_131k_rows():
+    """`--plan` for the 8b and cwm-32b presets on 131k rows (data_recipes/cwm.yaml) lists CP 1/2/4/8 per device;
+    splitting a row shrinks the memory per device, and a row too big for one device gets --parallel.cp advice."""
+    import re
+
+    for preset in ("8b", "cwm-32b"):
+        run = subprocess.run([sys.executable, str(ROOT / "cwm/train.py"), "--recipe", str(ROOT / "data_recipes/cwm.yaml"),
+                              "--plan", "--plan.devices", "8", "--plan.device_gb", "141", "--training.device", "cuda",
+                              "--model.preset", preset], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stderr[-2000:]
+        print(run.stdout)
+        rows = re.findall(r"CP (\d) on +(\d+) devices +([\d.]+) GB without checkpointing, ([\d.]+) GB with", run.stdout)
+        assert [int(r[0]) for r in rows] == [1, 2, 4, 8] and "rows of 131072 tokens" in run.stdout
+        for column in (2, 3):
+            values = [float(r[column]) for r in rows]
+            assert all(b < a for a, b in zip(values, values[1:])), (preset, values)
+    # cwm-32b at 131k on 8 x 141 GB: one row does not fit one device even with checkpointing; the plan says how.
+    assert "split each row over 4 devices (--parallel.cp 4)" in run.stdout
