@@ -29,7 +29,7 @@ import os
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -335,7 +335,7 @@ class OpenAIBackend(Backend):
         try:
             choices = sorted(reply["choices"], key=lambda c: c.get("index", 0))
             texts = [c["text"] for c in choices]
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError):
             raise BackendError(f"{self.base_url}/completions: unexpected reply {str(reply)[:200]}") from None
         eos = getattr(self.tokenizer, "eos_token", None)
         return [cut_at_stop(t.split(eos)[0] if eos else t, params.stop) for t in texts]

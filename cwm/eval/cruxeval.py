@@ -19,7 +19,6 @@ output is right).
 from __future__ import annotations
 
 import ast
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 from cwm.data.value_match import clean_answer, reprs_match
@@ -187,7 +186,3 @@ class InputPrediction:
 
         return {"accuracy": sum(r["score"] for r in rows) / max(len(rows), 1),
                 **pass_at_k_table([(r["n"], r["correct"]) for r in rows])}
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False)
