@@ -152,7 +152,8 @@ def image_tag(item: Item, source: Path, base: str) -> str:
             rel = p.relative_to(source)
             if p.is_file() and not set(rel.parts) & images.EXCLUDE_DIRS:
                 h.update(str(rel).encode() + b"\0" + p.read_bytes())
-    return f"cwm-corpus/{item.slug}:{h.hexdigest()[:12]}"
+    name = re.sub(r"[^a-z0-9_.-]+", "-", item.name.lower()).strip("-._") or "repo"
+    return f"cwm-corpus/{name}:{h.hexdigest()[:12]}"    # by content, not by path: a moved folder finds its image
 
 
 def build_item(item: Item, config: CorpusConfig, dc, log: Callable[[str], None]) -> tuple[str, bool]:

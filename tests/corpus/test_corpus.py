@@ -68,6 +68,7 @@ def test_ray_address_that_does_not_answer(tmp_path, tiny_list):
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_local_corpus_traces_every_item_and_resumes(local_corpus, tiny_list):
     done = rows(local_corpus)
     assert len(done) == 4 and all(r["status"] == "traced" and r["tests"] == 4 for r in done.values()), done

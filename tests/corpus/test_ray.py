@@ -76,7 +76,7 @@ def test_collect_on_ray_gives_the_local_episodes(ray_cluster, docker_client, tmp
     cluster, _ = ray_cluster
     image = ensure_demo_image(docker_client, tmp_path / "calc")
     info = image_info(docker_client, image)
-    tasks = generate_mutate_fix(image, info.repo, info.commit, info.passing, 3, seed=0,
+    tasks = generate_mutate_fix(image, info.repo, info.commit, info.passing, 2, seed=0,
                                 open_sandbox=lambda: DockerSandbox(image, dc=docker_client))
     write_tasks(tasks, tmp_path / "tasks.jsonl")
     assert main(["collect", str(tmp_path / "tasks.jsonl"), "--policy", "oracle", "-o", str(tmp_path / "local"),
@@ -101,11 +101,11 @@ def test_tasks_on_ray_are_the_local_tasks(ray_cluster, docker_client, tmp_path):
 
     cluster, _ = ray_cluster
     image = ensure_demo_image(docker_client, tmp_path / "calc")
-    common = ["tasks", image, "--kind", "mutate-fix", "-n", "3", "--seed", "0", "--workers", "2"]
+    common = ["tasks", image, "--kind", "mutate-fix", "-n", "2", "--seed", "0", "--workers", "2"]
     assert main(common + ["-o", str(tmp_path / "local.jsonl")]) == 0
     assert main(common + ["-o", str(tmp_path / "ray.jsonl"), "--ray", cluster.address]) == 0
     local, on_ray = load_tasks(tmp_path / "local.jsonl"), load_tasks(tmp_path / "ray.jsonl")
-    assert [t.id for t in on_ray] == [t.id for t in local] and len(local) == 3
+    assert [t.id for t in on_ray] == [t.id for t in local] and len(local) == 2
     assert [t.fail_to_pass for t in on_ray] == [t.fail_to_pass for t in local]
     assert main(common + ["-o", str(tmp_path / "x.jsonl"), "--ray", cluster.address, "--workers", "5"]) == 2
 

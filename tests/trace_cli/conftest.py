@@ -86,15 +86,15 @@ def shop_image(docker_client, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def shop_tasks(docker_client, shop_image, tmp_path_factory) -> Path:
-    """Three validated mutate-fix tasks of examples/shop, written as `cwm-forager tasks` writes them."""
+    """Two validated mutate-fix tasks of examples/shop, written as `cwm-forager tasks` writes them."""
     from cwm.forager import images
     from cwm.forager.sandbox import DockerSandbox
     from cwm.forager.tasks import generate_mutate_fix, write_tasks
 
     info = images.image_info(docker_client, shop_image)
-    tasks = generate_mutate_fix(shop_image, info.repo, info.commit, info.passing, 3, seed=0, workers=2,
+    tasks = generate_mutate_fix(shop_image, info.repo, info.commit, info.passing, 2, seed=0, workers=2,
                                 open_sandbox=lambda: DockerSandbox(shop_image, dc=docker_client))
-    assert len(tasks) == 3
+    assert len(tasks) == 2
     path = tmp_path_factory.mktemp("tasks") / "tasks.jsonl"
     write_tasks(tasks, path)
     return path

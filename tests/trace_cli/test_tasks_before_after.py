@@ -9,7 +9,7 @@ from trace_cli_helpers import cli, shard_samples, unit_statuses
 
 from cwm.forager.tasks import load_tasks
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")
