@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +159,12 @@ class ImageUnitServer(UnitServer):
         self.log_path = self.dir.with_suffix(".log")
         self.dc = dc or images.client()
         tracer_dir = tracer_path / "tracer"
-        self.container = image.run_container(self.dc, options, {str(tracer_dir): (str(tracer_dir), "ro"),
-                                                                str(self.dir): (str(self.dir), "rw")})
+        try:
+            self.container = image.run_container(self.dc, options, {str(tracer_dir): (str(tracer_dir), "ro"),
+                                                                    str(self.dir): (str(self.dir), "rw")})
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.isolation = "docker:network-none+read-only-root+non-root+limits"
         env = {"PATH": images.PATH, "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
@@ -209,9 +212,4 @@ def server_factory(image: ImageTarget, dc=None):
     """What trace_units' ServerPool starts: an ImageUnitServer for `image`."""
     def make(**server_args) -> ImageUnitServer:
         return ImageUnitServer(**server_args, image=image, dc=dc)
-    make.isolation = "docker"
     return make
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:8]

@@ -1,9 +1,6 @@
 """`cwm-trace corpus` and `cwm-forager build-images`: lists of repositories built and traced item by item."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from corpus_helpers import all_keys, cli, rows
 

@@ -1,7 +1,6 @@
 """`cwm-trace --image`: a repository's tests traced inside a container of its forager image."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from trace_cli_helpers import cli, shard_samples, unit_statuses
