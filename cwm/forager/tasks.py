@@ -52,6 +52,7 @@ class Task:
     fix_files: dict[str, str | None] = field(default_factory=dict)
     test_files: dict[str, str] = field(default_factory=dict)
     flaky: list[str] = field(default_factory=list)   # required tests known to flip (image build): graded leniently
+    candidates: list[str] = field(default_factory=list)   # pr-history: files a localisation turn chooses among
 
     def public(self) -> dict:
         """The task as a trajectory record carries it (DESIGN §4): no file contents."""
@@ -362,7 +363,7 @@ def _blob(repo: Path, commit: str, path: str, max_bytes: int) -> str | None:
 
 
 def generate_pr_history(repo_dir: str | Path, *, n: int = 10, max_commits: int = 500, max_files: int = 4,
-                        max_file_bytes: int = 20000, include: str | None = None,
+                        max_file_bytes: int = 20000, include: str | None = None, max_candidates: int = 40,
                         progress: Callable[[int, int], None] | None = None) -> list[Task]:
     """Up to `n` offline pr-history tasks from `repo_dir`'s non-merge commits, newest first.
 
@@ -397,7 +398,11 @@ def generate_pr_history(repo_dir: str | Path, *, n: int = 10, max_commits: int =
         if not message or oracle_answer(start, fix) is None:
             continue
         body = {"kind": "pr-history", "repo": repo.name, "commit": commit}
+        suffixes = {Path(p).suffix for p in paths}
+        others = [p for p in _git(repo, "ls-tree", "-r", "--name-only", parent).splitlines()
+                  if Path(p).suffix in suffixes and p not in start]
         tasks.append(Task(id=record_key(body), kind="pr-history", repo=repo.name, commit=parent, image="",
                           statement=message, fail_to_pass=[], pass_to_pass=[], mutation=None,
-                          start_files=start, fix_files=fix))
+                          start_files=start, fix_files=fix,
+                          candidates=sorted(set(paths) | set(others[:max_candidates]))))
     return tasks

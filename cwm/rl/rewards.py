@@ -135,6 +135,9 @@ class RewardSpec:
     patched files against the same files before the change, so a repository's old findings are not charged.
     flaky_credit: a required test that fails, is known flaky and still fails after `flaky_reruns` re-runs
     leaves the tests component at flaky_credit (instead of -1) when every other required test passes.
+    localize: a first turn (Agentless' localisation) names the files to change, from the task's candidates; the
+    named files' contents are the next observation; the final reward is (1 - localize) * answer reward +
+    localize * (2 * F1(named, oracle files) - 1), so it stays in [-1, 1].
     """
     mode: str = "tests"
     tau: float = 0.5
@@ -143,6 +146,7 @@ class RewardSpec:
     clamp: tuple[float, float] = (-1.0, 1.0)
     flaky_credit: float = 0.0
     flaky_reruns: int = 2
+    localize: float = 0.0        # > 0: a first turn names the files to change; this weight times their overlap
 
     @classmethod
     def from_dict(cls, raw, where: str = "reward") -> "RewardSpec":
@@ -152,7 +156,7 @@ class RewardSpec:
             raw = {"mode": raw}
         if not isinstance(raw, dict):
             raise RewardSpecError(f"{where}: expected a mapping like {{mode: similarity}}, got {raw!r}")
-        known = {"mode", "tau", "checkers", "weights", "clamp", "flaky_credit", "flaky_reruns"}
+        known = {"mode", "tau", "checkers", "weights", "clamp", "flaky_credit", "flaky_reruns", "localize"}
         unknown = set(raw) - known
         if unknown:
             raise RewardSpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -184,7 +188,7 @@ class RewardSpec:
                 or not all(isinstance(x, (int, float)) for x in clamp) or clamp[0] > clamp[1]):
             raise RewardSpecError(f"{where}.clamp: expected [low, high] with low <= high, got {clamp!r}")
         numbers = {}
-        for key, lo, hi in (("tau", 0.0, 1.0), ("flaky_credit", -1.0, 1.0)):
+        for key, lo, hi in (("tau", 0.0, 1.0), ("flaky_credit", -1.0, 1.0), ("localize", 0.0, 1.0)):
             value = raw.get(key, getattr(cls, key))
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise RewardSpecError(f"{where}.{key}: expected a number in [{lo}, {hi}], got {value!r}")

@@ -48,6 +48,9 @@ def test_oracle_scores_one_and_noop_the_empty_patch_value(history_tasks):
         kinds |= {"new" if v is None else "deleted" if task.fix_files[p] is None else "changed"
                   for p, v in task.start_files.items()}
     assert "changed" in kinds
+    # a localisation turn has more to choose from than the touched files
+    assert all(set(t.start_files) <= set(t.candidates) for t in tasks)
+    assert any(set(t.candidates) - set(t.start_files) for t in tasks)
 
 
 def test_factory_from_recipe_and_its_errors(history_tasks):
@@ -68,3 +71,31 @@ def test_repo_without_history_is_one_clear_line(tmp_path, capsys):
     subprocess.run(["git", "init", "-q", str(tmp_path / "fresh")], check=True)
     with pytest.raises(TaskError, match="without commits"):
         generate_pr_history(tmp_path / "fresh")
+
+
+def test_localize_turn_rewards_overlap_with_the_oracles_files():
+    from cwm.forager.tasks import Task
+
+    task = Task(id="t", kind="pr-history", repo="r", commit=None, image="", statement="Set b to 2.",
+                fail_to_pass=[], pass_to_pass=[], mutation=None, start_files={"a.py": "a = 0\n", "b.py": "b = 0\n"},
+                fix_files={"b.py": "b = 2\n"}, candidates=["a.py", "b.py", "c.py"])
+    spec = RewardSpec(mode="similarity", localize=0.25)
+    answer = oracle_answer(task.start_files, task.fix_files)
+
+    def episode(files_reply):
+        env = EditAnswerEnv(task, spec)
+        assert "c.py" in env.reset()[1]["content"]
+        first = env.step(files_reply)
+        if first.done:
+            return first, None
+        return env.step(answer), first.observation[0]["content"]
+
+    right, shown = episode("<files>\nb.py\n</files>")
+    assert right.reward == 1.0 and "b = 0" in shown and "a = 0" not in shown
+    wrong, _ = episode("<files>\na.py\n</files>")
+    assert wrong.reward == pytest.approx(0.75 * 1.0 + 0.25 * -1) and wrong.info["localized"] == 0.0
+    both, _ = episode("<files>\na.py\nb.py\n</files>")                      # F1 = 2/3
+    assert both.reward == pytest.approx(0.75 + 0.25 * (2 * 2 / 3 - 1))
+    assert episode("a.py, b.py")[0].reward == -1.0                          # no <files> section: malformed
+    # pr-history tasks carry candidates beyond the touched files
+    assert RewardSpec.from_dict({"mode": "similarity", "localize": 0.25}).localize == 0.25

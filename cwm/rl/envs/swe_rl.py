@@ -16,12 +16,13 @@ it with outcome `sandbox_error` (left out of training: the policy did nothing wr
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from cwm.data.edits import MalformedAnswer, parse_answer
 from cwm.rl.env import FAIL, Message, StepResult
-from cwm.rl.rewards import (RewardSpec, composite_reward, oracle_file_similarity, patch_similarity,
-                            tests_then_similarity)
+from cwm.rl.rewards import (RewardSpec, composite_reward, localization_reward, oracle_file_similarity,
+                            patch_similarity, tests_then_similarity)
 
 SYSTEM = """You fix issues in a Python repository. You are shown the issue and the files it concerns.
 Think if you like, then answer with SEARCH/REPLACE edit blocks inside one <solution> section:
@@ -51,16 +52,60 @@ def task_prompt(statement: str, files: dict[str, str | None]) -> list[Message]:
 Grader = Callable[[object, dict], dict]
 
 
+LOCALIZE = ("Which files must change to resolve the issue? Candidates:\n{candidates}\n\nAnswer with the paths, "
+            "one per line, inside <files> and </files>. Their contents come next.")
+_FILES = re.compile(r"<files>(.*?)</files>", re.S)
+
+
+def parse_files(reply: str) -> list[str] | None:
+    """The paths of a localisation reply (None when it has no single <files> section)."""
+    sections = _FILES.findall(reply)
+    if len(sections) != 1:
+        return None
+    return list(dict.fromkeys(line.strip() for line in sections[0].splitlines() if line.strip()))
+
+
 class EditAnswerEnv:
-    """One turn: the reply's edit blocks are scored by the env's reward spec."""
+    """The reply's edit blocks are scored by the env's reward spec: one turn, or two with `spec.localize` (the
+    first names the files to change; their overlap with the oracle's files is added to the final reward)."""
 
     def __init__(self, task, spec: RewardSpec, grader: Grader | None = None, name: str = "swe_rl"):
         self.task, self.spec, self.grader, self.name = task, spec, grader, name
+        self.localized: float | None = None
+
+    def candidates(self) -> list[str]:
+        """The files the localisation turn chooses among: the task's own, and `candidates` when it lists more."""
+        return sorted(set(self.task.start_files) | set(getattr(self.task, "candidates", None) or ()))
 
     def reset(self) -> list[Message]:
+        if self.spec.localize:
+            listed = LOCALIZE.format(candidates="\n".join(self.candidates()))
+            user = f"Issue:\n{self.task.statement.strip()}\n\n{listed}"
+            return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
         return task_prompt(self.task.statement, self.task.start_files)
 
     def step(self, action: str) -> StepResult:
+        if self.spec.localize and self.localized is None:
+            named = parse_files(action)
+            if named is None:
+                return StepResult([], FAIL, True, {"passed": False, "outcome": "format_error",
+                                                   "malformed": "localize: expected one <files> section",
+                                                   "reward_terms": {"format": FAIL}})
+            changed = [p for p, c in self.task.fix_files.items() if c != self.task.start_files.get(p)]
+            self.localized = localization_reward(named, changed)
+            shown = {p: self.task.start_files.get(p) for p in named if p in self.candidates()}
+            observation = task_prompt(self.task.statement, shown)[1]["content"].split("Files:", 1)[-1].strip()
+            return StepResult([{"role": "user", "content": f"Files:\n\n{observation}\n\nNow answer with edit "
+                                                          f"blocks in one <solution> section."}], 0.0, False)
+        result = self._answer(action)
+        if self.localized is not None:  # a convex mix with the overlap mapped to [-1, 1]: stays in [-1, 1]
+            w = self.spec.localize
+            terms = dict(result.info.get("reward_terms") or {}, localize=w * (2 * self.localized - 1))
+            reward = (1 - w) * result.reward + terms["localize"]
+            return StepResult([], reward, True, {**result.info, "reward_terms": terms, "localized": self.localized})
+        return result
+
+    def _answer(self, action: str) -> StepResult:
         context = self.task.start_files
         try:
             pred = parse_answer(context, action)
