@@ -1,5 +1,6 @@
-"""A composite reward on Docker: tests + ruff (installed at build-image, not at reward time) + a per-turn cost, with
-weights and a clamp, every component reported. Two answers that both pass the tests differ by their lint."""
+"""A composite reward on Docker: tests + ruff + mypy (installed at build-image, not at reward time) + a per-turn
+cost, with weights and a clamp, every component reported. Three answers that all pass the tests differ by their
+lint and their types."""
 import textwrap
 
 import pytest
@@ -18,9 +19,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def ruff_image(docker_client, tmp_path_factory):
     repo = write_demo_repo(tmp_path_factory.mktemp("lint") / "calc")
-    tag = "cwm-forager-test-ruff:latest"
-    info = images.build_image(docker_client, repo, tag, flaky_runs=1, checkers=("ruff",))
-    assert info.checkers == ["ruff"]
+    tag = "cwm-forager-test-checkers:latest"
+    info = images.build_image(docker_client, repo, tag, flaky_runs=1, checkers=("ruff", "mypy"))
+    assert info.checkers == ["ruff", "mypy"]
     yield tag
     docker_client.images.remove(tag, force=True)
 
@@ -33,16 +34,23 @@ def test_composite_reward_reads_tests_and_lint(ruff_image, docker_client):
                 pass_to_pass=[t for t in passing if not t.endswith("test_add")], mutation=None,
                 start_files={"calc/__init__.py": fixed.replace("return a + b", "return a - b")},
                 fix_files={"calc/__init__.py": fixed})
-    spec = RewardSpec.from_dict({"mode": "composite", "checkers": ["ruff"],
-                                 "weights": {"tests": 0.75, "lint": 0.5, "turn_cost": 0.05}})
+    spec = RewardSpec.from_dict({"mode": "composite", "checkers": ["ruff", "mypy"],
+                                 "weights": {"tests": 0.75, "lint": 0.5, "types": 0.25, "turn_cost": 0.05}})
     env = lambda: EditAnswerEnv(task, spec, docker_grader(spec, timeout_s=120, dc=docker_client), "bugfixer")  # noqa
     clean = env().step(format_edit_blocks({"calc/__init__.py": [("    return a - b", "    return a + b")]}))
     # passes the tests too, but brings an unused import (ruff F401) the code did not have
-    sloppy = env().step(format_edit_blocks({"calc/__init__.py": [("    return a - b", "    import os\n    return a + b")]}))
-    assert clean.info["reward_terms"] == pytest.approx({"tests": 0.75, "lint": 0.5, "turn_cost": -0.05})
-    assert clean.reward == 1.0                                   # 1.2 clamped to [-1, 1]
-    assert sloppy.info["reward_terms"] == pytest.approx({"tests": 0.75, "lint": -0.5, "turn_cost": -0.05})
-    assert sloppy.reward == pytest.approx(0.2) and clean.info["passed"] and sloppy.info["passed"]
+    unused = ("    return a - b", "    import os\n    return a + b")
+    sloppy = env().step(format_edit_blocks({"calc/__init__.py": [unused]}))
+    # passes the tests too, but annotates a return type the body contradicts (mypy: incompatible return value)
+    typed = ("def add(a, b):\n    return a - b", "def add(a: int, b: int) -> str:\n    return a + b")
+    mistyped = env().step(format_edit_blocks({"calc/__init__.py": [typed]}))
+    terms = {"tests": 0.75, "lint": 0.5, "types": 0.25, "turn_cost": -0.05}
+    assert clean.info["reward_terms"] == pytest.approx(terms)
+    assert clean.reward == 1.0                                   # 1.45 clamped to [-1, 1]
+    assert sloppy.info["reward_terms"] == pytest.approx({**terms, "lint": -0.5})
+    assert sloppy.reward == pytest.approx(0.45)
+    assert mistyped.info["reward_terms"]["types"] == -0.25 and mistyped.reward == pytest.approx(0.95)
+    assert clean.info["passed"] and sloppy.info["passed"] and mistyped.info["passed"]
 
 
 def test_unknown_checker_at_build_image_is_one_line(docker_client, tmp_path):
