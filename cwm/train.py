@@ -76,7 +76,7 @@ class TrainingConfig:
     activation_checkpointing: str = "auto"  # auto (on GPU) | on | off
     compile: bool = False
     cpu_threads: int | None = None  # torch intra-op threads on CPU (1 avoids oversubscribing a shared machine)
-    loss_chunk: int = 256           # tokens per chunk of the linear + cross-entropy (cwm/model/loss.py)
+    loss_chunk: int = 512           # tokens per chunk of the linear + cross-entropy (cwm/model/loss.py)
 
 
 @dataclass
@@ -242,7 +242,7 @@ def all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
     return values
 
 
-def token_losses(model, batch: dict, autocast: bool, chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_losses(model, batch: dict, autocast: bool, chunk_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The summed cross entropy of a packed row (differentiable), and per token (detached) its loss, whether it
     counts and its source. HF convention: position j predicts labels[j + 1]. The model's head computes the loss
     chunk by chunk (cwm/model/loss.py): no [T, V] logits."""
@@ -267,7 +267,7 @@ def token_losses(model, batch: dict, autocast: bool, chunk_size: int = 256) -> t
 
 
 def accumulate_gradients(model, micro: list[dict], *, world: int = 1, cp: int = 1, shard_rows=lambda b: b,
-                         autocast: bool = False, chunk_size: int = 256) -> list[tuple]:
+                         autocast: bool = False, chunk_size: int = 512) -> list[tuple]:
     """Backward over one optimizer step's micro-batches (gradient accumulation), into `.grad`.
 
     The loss is normalised by the loss tokens of the whole step (all ranks, all micro-batches), so every token
