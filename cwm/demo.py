@@ -216,13 +216,18 @@ def stage_evaluate(st: Stage, out: Path, trained: dict) -> None:
         st.summary.append(f"in-training held-out eval: next-state accuracy {ns:.3f}, output accuracy {op:.3f}")
     cwm_eval = _bin("cwm-eval")
     if shutil.which(cwm_eval):
-        for suite, data in (("trace-prediction", str(out / "traces")),
-                            ("output-prediction", str(out / "rl_family" / "output_prediction.jsonl"))):
-            args = [cwm_eval, suite, data, "--model", str(out / "hf"), "-o", str(out / "eval" / suite), "--limit", "8"]
+        # trace prediction on the recipe's held-out shop traces; output prediction on the RL family (before RL)
+        for suite, data in (("trace-prediction", ["--recipe", RECIPE, "--limit", "8"]),
+                            ("output-prediction", [str(out / "rl_family" / "output_prediction.jsonl")])):
+            args = [cwm_eval, suite, *data, "--model", str(out / "hf"), "-o", str(out / "eval" / suite), "--fresh",
+                    "--no-progress"]
             try:
                 run(args)
-                st.summary.append(f"cwm-eval {suite}: results in {out / 'eval' / suite}")
-            except StageError as e:
+                got = json.loads((out / "eval" / suite / "summary.json").read_text())
+                figures = ", ".join(f"{k} {got[k]:.3f}" for k in ("next_state_accuracy", "generation/result_accuracy",
+                                                                  "accuracy") if isinstance(got.get(k), float))
+                st.summary.append(f"cwm-eval {suite} ({got.get('examples')} examples): {figures} -> {out / 'eval' / suite}")
+            except (StageError, OSError, ValueError) as e:
                 st.summary.append(f"cwm-eval {suite} failed: {e}")
     else:
         st.summary.append("cwm-eval is not installed in this checkout: the in-training evaluation above stands")
@@ -276,8 +281,9 @@ def plot_rewards(rows: list[dict], png: Path) -> Path:
     return png
 
 
-def greedy_accuracy(model_dir: Path, tasks) -> float:
-    """Greedy answers of an exported model on output-prediction tasks, scored as the RL env scores them."""
+def greedy_accuracy(model_dir: Path, tasks, max_new_tokens: int) -> float:
+    """Greedy answers of an exported model on output-prediction tasks, sampled and scored as the RL stage does (its
+    reply budget: one token, the digit; what a policy trained so writes after it was never trained)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -291,7 +297,7 @@ def greedy_accuracy(model_dir: Path, tasks) -> float:
     for task in tasks:
         ids = torch.tensor([chat.encode(task.prompt(), first=True)])
         with torch.no_grad():
-            gen = model.generate(ids, max_new_tokens=4, do_sample=False, eos_token_id=chat.stop_ids,
+            gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=chat.stop_ids,
                                  pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
         reply = tokenizer.decode([t for t in gen if t not in chat.stop_ids], skip_special_tokens=False)
         right += OutputPredictionEnv(task).step(reply).reward > 0
@@ -299,16 +305,19 @@ def greedy_accuracy(model_dir: Path, tasks) -> float:
 
 
 def stage_export(st: Stage, out: Path) -> dict:
+    import yaml
     from transformers import AutoConfig
 
     from cwm.rl.envs.output_prediction import tasks_from_shards
 
     config = AutoConfig.from_pretrained(out / "rl" / "hf")
     tasks = tasks_from_shards(out / "rl_family" / "traces")
-    before, after = greedy_accuracy(out / "hf", tasks), greedy_accuracy(out / "rl" / "hf", tasks)
+    budget = yaml.safe_load(Path(RL_RECIPE).read_text())["rollout"]["sampling"]["max_new_tokens"]
+    before, after = greedy_accuracy(out / "hf", tasks, budget), greedy_accuracy(out / "rl" / "hf", tasks, budget)
     st.summary += [f"{out / 'rl' / 'hf'}: {config.architectures[0]}, head_dim {config.head_dim} "
                    f"(vLLM's CPU attention serves >= 32), loads with AutoModelForCausalLM",
-                   f"greedy answers on the {len(tasks)} parity tasks: {before:.0%} right before RL, {after:.0%} after"]
+                   f"greedy answers in the RL prompt on the {len(tasks)} parity tasks: {before:.0%} right before RL, "
+                   f"{after:.0%} after"]
     return {"before": before, "after": after}
 
 
@@ -379,7 +388,8 @@ def final_summary(stages: list[Stage], results: dict, out: Path, total: float) -
     figures.add_row("tokens per source", ", ".join(f"{k} {v:,}" for k, v in mt["tokens"].items()))
     figures.add_row(f"RL mean reward, first -> last fifth of {rl['steps']} steps", f"{rl['first']:+.2f} -> {rl['last']:+.2f}")
     if ex:
-        figures.add_row("parity answered right (greedy), before -> after RL", f"{ex['before']:.0%} -> {ex['after']:.0%}")
+        figures.add_row("parity answered right (greedy, RL prompt), before -> after RL",
+                        f"{ex['before']:.0%} -> {ex['after']:.0%}")
     console.print(figures)
 
     paths = {"traces": out / "traces", "trajectories": out / "trajectories", "forager tasks": out / "forager" / "tasks.jsonl",
