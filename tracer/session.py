@@ -1,5 +1,6 @@
 """One tracing session: a scope, a backend and a recorder wired together; and `trace_call`, the in-process API."""
 import gc
+import hashlib
 import inspect
 import os
 import threading
@@ -88,7 +89,12 @@ def trace_call(fn, *args, config=None, recorder=Recorder, **kwargs):
     if config is None:
         config = TraceConfig(root=os.path.dirname(os.path.abspath(code.co_filename)))
     records = []
-    session = Session(config, records.append, entry_code=code, recorder=recorder)
+    # The unit every record of this call shares (the held-out split follows it): the function and its arguments,
+    # so two calls of one function are two units, and a call's function episodes go with it.
+    arguments = values.StableNumbers().text(values.safe_repr((args, kwargs), 10_000)[0])
+    unit = "call:%s:%s" % (getattr(code, "co_qualname", code.co_name),
+                           hashlib.sha256(arguments.encode("utf-8", "replace")).hexdigest()[:16])
+    session = Session(config, records.append, entry_code=code, recorder=recorder, entry_origin={"unit": unit})
     session.start()
     try:
         fn(*args, **kwargs)
