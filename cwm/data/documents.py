@@ -210,13 +210,13 @@ def trace_segments_from_ids(tokenizer, ids: list[int]) -> list[tuple[str, bool]]
     for token in ids:
         if token in by_id:
             if run:
-                segments.append((tokenizer.decode(run), False))
+                segments.append((tokenizer.decode(run, clean_up_tokenization_spaces=False), False))
                 run = []
             segments.append((by_id[token], True))
         elif token not in (tokenizer.bos_token_id, tokenizer.eos_token_id):
             run.append(token)
     if run:
-        segments.append((tokenizer.decode(run), False))
+        segments.append((tokenizer.decode(run, clean_up_tokenization_spaces=False), False))
     return segments
 
 
