@@ -179,6 +179,7 @@ def test_train_py_rejects_a_cp_that_does_not_divide_the_ranks(jsonl_recipe):
     assert "--parallel.cp 2 must divide the 1 rank(s)" in run.stderr
 
 
+@pytest.mark.slow
 def test_plan_covers_context_parallelism_for_131k_rows():
     """`--plan` for the 8b and cwm-32b presets on 131k rows (data_recipes/cwm.yaml) lists CP 1/2/4/8 per device;
     splitting a row shrinks the memory per device, and a row too big for one device gets --parallel.cp advice."""
