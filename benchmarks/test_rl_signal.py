@@ -114,23 +114,27 @@ def test_tree_search_vs_independent_episodes():
     from signal_helpers import FixtureAgent, calc_env_maker, calc_tasks
     from cwm.rl.search import independent_episodes, tree_search
 
-    budget, depth = 24, 12
+    budget, depth, seeds = 16, 12, (0, 1, 2, 3)
     with tempfile.TemporaryDirectory() as d:
         repo = Path(d) / "calc"
         tasks = calc_tasks(repo)
-        print(f"\ntree search (best-first, branch 3, value = pass fraction of the last test run, unknown = 1) vs independent "
-              f"episodes, {budget} policy turns per task, local sandbox ({machine()})")
-        print("task | independent: resolved, episodes finished, s | tree: resolved, nodes expanded, s")
-        wins = {"indep": 0, "tree": 0}
-        for task in tasks:
-            make = calc_env_maker(task, repo)
-            t0 = time.monotonic()
-            a = independent_episodes(make, FixtureAgent(0), budget=budget, max_depth=depth)
-            t1 = time.monotonic()
-            b = tree_search(make, FixtureAgent(0), budget=budget, branch=3, max_depth=depth)
-            t2 = time.monotonic()
-            wins["indep"] += a.resolved
-            wins["tree"] += b.resolved
-            print(f"{task.id} | {a.resolved}, {a.episodes_finished}, {t1 - t0:.0f} | {b.resolved}, "
-                  f"{b.nodes_expanded}, {t2 - t1:.0f}")
-        print(f"resolved: independent {wins['indep']}/{len(tasks)}, tree search {wins['tree']}/{len(tasks)}")
+        print(f"\ntree search (best-first, branch 3, value = pass fraction of the last test run, unknown = 1) vs "
+              f"independent episodes, at most {budget} policy turns per task, local sandbox ({machine()})")
+        print("seed | task | independent: resolved, turns used, s | tree: resolved, turns used, nodes expanded, s")
+        wins = {"indep": [0, 0], "tree": [0, 0]}  # resolved, turns used over all
+        for seed in seeds:
+            for task in tasks:
+                make = calc_env_maker(task, repo)
+                t0 = time.monotonic()
+                a = independent_episodes(make, FixtureAgent(seed), budget=budget, max_depth=depth)
+                t1 = time.monotonic()
+                b = tree_search(make, FixtureAgent(seed), budget=budget, branch=3, max_depth=depth)
+                t2 = time.monotonic()
+                for key, r in (("indep", a), ("tree", b)):
+                    wins[key][0] += r.resolved
+                    wins[key][1] += r.turns_sampled
+                print(f"{seed} | {task.id} | {a.resolved}, {a.turns_sampled}, {t1 - t0:.0f} | {b.resolved}, "
+                      f"{b.turns_sampled}, {b.nodes_expanded}, {t2 - t1:.0f}")
+        n = len(seeds) * len(tasks)
+        print(f"resolved: independent {wins['indep'][0]}/{n} ({wins['indep'][1]} turns), tree search "
+              f"{wins['tree'][0]}/{n} ({wins['tree'][1]} turns)")

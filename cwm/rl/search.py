@@ -13,8 +13,9 @@ Reranking: order candidates by any scorer (the learned reward model, `cwm.rl.rew
 `cwm.rl.committee`); the first of the order is the answer.
 
 Tree search over turns (`tree_search`): an episode of a multi-turn environment (`cwm.rl.env.Env`) is a path of
-assistant turns. A node is the list of turns so far; it is expanded by sampling `branch` next turns from the
-policy, each child evaluated by re-running its turns in a fresh environment (environments are deterministic
+assistant turns. A node is the list of turns so far; it is expanded by sampling up to `branch` next turns from the
+policy one at a time (stopping when the policy repeats a turn: a forced move is not paid for `branch` times),
+each child evaluated by re-running its turns in a fresh environment (environments are deterministic
 given their turns: a forager sandbox starts from the task's image every time) and valued by `value(messages,
 info)` — by default the fraction of tests that passed in the last test run the episode saw, or a reward model.
 The frontier's most valuable unfinished node is expanded next (best-first). The budget is the number of policy
@@ -215,12 +216,14 @@ def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], in
     while frontier and sampled < budget:
         node = heapq.heappop(frontier)
         expanded += 1
-        k = min(branch, budget - sampled)
         seen = set()
-        for turn in policy(node.messages, k):
+        for _ in range(branch):
+            if sampled >= budget:
+                break
+            (turn,) = policy(node.messages, 1)
             sampled += 1
-            if turn in seen:  # the same turn twice leads to the same state: spent, but not evaluated again
-                continue
+            if turn in seen:  # the policy repeats itself here (a forced move): stop widening this node
+                break
             seen.add(turn)
             turns = node.turns + [turn]
             messages, result = replay(make_env, turns)
