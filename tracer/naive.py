@@ -37,8 +37,12 @@ class NaiveRecorder(Recorder):
         budget = self.budget
         serialise = plain_repr if not self.cut_walk else (lambda v, b: values.safe_repr(v, b)[0])
         scope.diff = None   # the recorder then diffs each episode against the frame it showed last, text by text
-        return {name: serialise(value, budget)
-                for name, value in scope.frame.f_locals.items() if name[:1] not in HIDDEN}
+        shown = {name: serialise(value, budget)
+                 for name, value in scope.frame.f_locals.items() if name[:1] not in HIDDEN}
+        joined = "\0".join(shown.values())
+        if " at 0x" in joined or "id='" in joined or ", st" in joined or "comp>." in joined:
+            scope.noisy = True
+        return shown
 
 
 class NaiveCutRecorder(NaiveRecorder):

@@ -101,7 +101,7 @@ _NO_LINES = {}
 class _Scope:
     __slots__ = ("info", "facts", "verdicts", "frame", "eps", "prev_line", "last", "diff_base", "diff",
                  "layout", "skip", "keep", "names", "index", "ids", "kinds", "proofs", "texts", "watch", "unchanged",
-                 "unchanged_size", "diff_size", "diff_cut", "scan", "stmt_shown", "hidden", "comp_lines")
+                 "unchanged_size", "diff_size", "diff_cut", "scan", "stmt_shown", "hidden", "comp_lines", "noisy")
 
     def __init__(self, info):
         self.info = info
@@ -132,6 +132,7 @@ class _Scope:
         self.stmt_shown = None  # the comprehension statement whose one `line` frame was this scope's last
         self.hidden = False     # a comprehension's own scope, shown as part of its statement (canonical form)
         self.comp_lines = _NO_LINES     # {line: its statement's first line} of comprehension statements (canonical)
+        self.noisy = False      # a text it made may hold run-to-run noise (checked as each text is made)
 
 
 def _forget_unshown(scope, witness):
@@ -642,6 +643,8 @@ class Recorder:
                 size += len(text) - _UNCHANGED_LEN
                 if text.endswith(TRUNCATION_MARKER):
                     cut += 1
+                if " at 0x" in text or "id='" in text or ", st" in text or "comp>." in text:
+                    scope.noisy = True      # _finish rewrites only the traces of such scopes
         else:
             diff = scope.unchanged
         scope.diff_base = last
@@ -723,6 +726,8 @@ class Recorder:
                 watch.append(i)
             if text.endswith(TRUNCATION_MARKER):
                 cut += 1
+            if " at 0x" in text or "id='" in text or ", st" in text or "comp>." in text:
+                scope.noisy = True
         scope.diff_base = None
         scope.diff = scope.last = cur = dict(zip(names, texts))
         scope.diff_size = size + sum(map(len, texts)) - _UNCHANGED_LEN * len(texts)
@@ -880,6 +885,8 @@ class Recorder:
         weighed = None                                       # the locals dict last measured, its size and cuts
         if cur is None:
             size, cut = base + len(value), value.endswith(TRUNCATION_MARKER)
+            if " at 0x" in value or "id='" in value or ", st" in value or "comp>." in value:
+                scope.noisy = True
         elif memo_loc is not None and scope.diff_size is not None:     # the fast snapshot measured its diff
             weighed, size = memo_loc, base + scope.diff_size
             cut = scope.diff_cut if size > self.cut_floor else 0     # as counted below
@@ -932,7 +939,9 @@ class Recorder:
         if ep in self.open:
             self.open.remove(ep)
         frames = ep.frames
-        if self.rewrite is not None:
+        # Only a trace with a scope that made a noisy text needs the rewrite: every scope with frames in it has
+        # one in ep.last (its call frame comes first), and a return or exception value marks its scope too.
+        if self.rewrite is not None and any(scope.noisy for scope in ep.last):
             _stabilise(ep, self.rewrite())
         # No wall time: the same program traced twice gives byte-identical records (timing is the run log's).
         stats = {"frames": len(frames), "truncated_values": ep.cut}
