@@ -15,7 +15,7 @@ What a layer saves per token (elements; d hidden, q/kv query/KV heads, h head di
 transformers' eager code: two RMSNorms × (input, normalised output) = 4d; the attention block's q, k, v after
 RoPE and in the kernel's layout, its output and the o_proj input = 3qh + 4kvh; the SwiGLU's gate, up, silu(gate)
 and their product = 4f (on CPU, SDPA also repeats K and V to the query heads, + 2qh, and keeps each
-document's scores and softmax, 2 × heads × n² per document of n tokens: planned at n = the row length). Backward holds
+document's softmax, heads × n² per document of n tokens: planned at n = the row length). Backward holds
 one layer's worth of gradients on top. Estimates are checked against measured peak memory in tests/train/test_plan.py.
 """
 from __future__ import annotations
@@ -65,10 +65,12 @@ def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int 
     tokens = share * rows_per_device
     per_layer = layer_elements_per_token(config, expand_kv=cpu) * tokens * act_bytes
     if cpu:
-        # CPU SDPA (math path, GQA) keeps each document's [heads, n, n] scores and softmax: quadratic in the
-        # document's length. Planned for the worst case, one document filling the row (the padding document
-        # of a short row counts too). The GPU kernel keeps O(n) (a log-sum-exp per query).
-        per_layer += 2 * config.num_attention_heads * share * seq_len * rows_per_device * act_bytes
+        # CPU SDPA (math path, GQA) keeps each document's [heads, n, n] softmax (saved once: the product with V
+        # uses the same tensor): quadratic in the document's length. Planned for the worst case, one document
+        # filling the row (the padding document of a short row counts too). The GPU kernel keeps O(n).
+        per_layer += config.num_attention_heads * share * seq_len * rows_per_device * act_bytes
+    # A layer's attention backward on CPU holds the softmax's and the scores' gradients at once: one more n².
+    attention_workspace = config.num_attention_heads * share * seq_len * rows_per_device * act_bytes if cpu else 0
     # Context parallelism: K/V rows borrowed from other devices are kept for backward (the received rows and the
     # keys/values attention saves), worst case the last share of one document filling the row: seq_len - share
     # rows on a full layer, window - 1 on a sliding one. Without checkpointing every layer's, with it one layer's.
@@ -85,9 +87,10 @@ def estimate(model, config, *, devices: int, seq_len: int, rows_per_device: int 
         devices=devices,
         params=4 * n / devices, grads=4 * n / devices, optimizer=8 * n / devices, gathered=gathered,
         # Backward of a layer holds gradients as large as what the layer saved: one layer's worth on top.
-        activations=(layers + 1) * per_layer + embed_and_norm + sum(borrowed),
+        activations=(layers + 1) * per_layer + attention_workspace + embed_and_norm + sum(borrowed),
         # With checkpointing: each layer's input, plus one layer recomputed and its backward.
-        activations_checkpointed=layers * d * tokens * act_bytes + 2 * per_layer + embed_and_norm + max(borrowed),
+        activations_checkpointed=(layers * d * tokens * act_bytes + 2 * per_layer + attention_workspace
+                                  + embed_and_norm + max(borrowed)),
         loss=4 * min(loss_chunk, tokens) * vocab + act_bytes * d * tokens + 4 * vocab * d,
         checkpointing=checkpointing)
 
