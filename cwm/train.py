@@ -342,13 +342,13 @@ def build_model(cfg: JobConfig, recipe, out: Path, device: torch.device, mesh, *
         from cwm.model.attention import register
 
         register()
+    global RSS_BEFORE_MATERIALISING
+    RSS_BEFORE_MATERIALISING = rss_bytes()[0]  # everything imported, no weight allocated: the baseline of --plan
     with torch.device("meta"):
         model = model_class._from_config(config, attn_implementation=cfg.model.attn_implementation)
         model.tie_weights()  # tied input/output embeddings are one parameter before sharding (and loading)
     loss.install(model)  # the head computes the loss in place of logits while asked (cwm/model/loss.py)
     model = parallelize(model, mesh, bf16=bf16, activation_checkpointing=ac, compile=cfg.training.compile)
-    global RSS_BEFORE_MATERIALISING
-    RSS_BEFORE_MATERIALISING = rss_bytes()[0]  # everything imported, nothing allocated yet: the baseline of --plan
     model.to_empty(device=device)
     _retie(model, config)
     pretrained.reset_buffers(model, device)
