@@ -3,7 +3,8 @@
     1 trace      cwm-trace runs examples/shop's tests (and the RL family's functions) under the tracer
     2 forager    its Docker image, validated mutate-fix tasks, oracle trajectories (and noop ones, for contrast)
     3 tokenizer  cwm-tokenizer train on the recipe's sources
-    4 midtrain   cwm/train.py on traces + trajectories + code (data_recipes/demo.yaml; observation masking on)
+    4 midtrain   cwm/train.py on traces + trajectories + code, and answers that teach the RL reply format
+                 (data_recipes/demo.yaml; observation masking on); tokens per source
     5 evaluate   cwm-eval where it is installed, else the in-training held-out evaluation; a predicted trace
     6 rl         cwm/rl/train.py (data_recipes/rl_demo.yaml): GRPO on output prediction of the parity family
     7 export     the RL model reloaded from runs/demo/rl/hf, answering the family greedily before and after RL
