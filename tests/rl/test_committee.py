@@ -58,7 +58,8 @@ class FakeReviewers:
                     data = b"<html>proxy error</html>"
                 else:
                     content = ("I think it is fine." if model == "garbage" else
-                               json.dumps({"score": int(model.split("-")[1]), "tests": [f"assert f({model[-1]})"]}))
+                               json.dumps({"score": int(model.split("-")[1]) if "-" in model else 5,  # slow: 5
+                                           "tests": [f"assert f({model[-1]})"]}))
                     data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
