@@ -271,11 +271,12 @@ def plot_rewards(rows: list[dict], png: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["step"] for r in rows], [r["mean_reward"] for r in rows], marker=".", label="mean reward")
-    ax.plot([r["step"] for r in rows], [2 * r["pass_rate"] - 1 for r in rows], alpha=0.4, label="2 x pass rate - 1")
+    # where a policy that does not read x sits: a random digit, or a random 0/1
+    ax.axhline(-0.8, color="grey", linewidth=0.5, linestyle=":", label="random digit (-0.8)")
+    ax.axhline(0, color="grey", linewidth=0.5, linestyle="--", label="random 0 or 1 (0)")
     ax.set(xlabel="GRPO step", ylabel="reward (+1 right, -1 wrong)", ylim=(-1.05, 1.05),
            title="RL: output prediction of f(x) = x % 2")
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
