@@ -265,15 +265,21 @@ def decode_completion(tokenizer, ids: list[int], cut_by_length: bool, stop=()) -
 
 
 def greedy_next_tokens(model, sequences: list[list[int]], device) -> list[list[int]]:
-    """Teacher forcing: the argmax next token after every prefix of each sequence (one forward each, unpadded)."""
+    """Teacher forcing: the argmax next token after every prefix of each sequence (one forward each, unpadded).
+
+    The head computes the argmax chunk by chunk (`cwm.model.loss`, an "argmax" HeadRequest): a long trace never
+    forms its [T, V] logits, as training never does."""
     import torch
+
+    from cwm.model.loss import HeadRequest, head_request
 
     out = []
     with torch.no_grad(), inference_attention(model):
         for seq in sequences:
             x = torch.tensor([seq], device=device)
-            logits = model(input_ids=x, position_ids=torch.arange(len(seq), device=device)[None]).logits
-            out.append(logits[0].argmax(-1).tolist())
+            with head_request(model, HeadRequest(kind="argmax", targets=None)):
+                argmax = model(input_ids=x, position_ids=torch.arange(len(seq), device=device)[None]).logits
+            out.append(argmax[0].tolist())
     return out
 
 
