@@ -1,5 +1,5 @@
 """End to end, as `make demo` runs it: a model exported the way mid-training exports, the demo RL recipe
-(`data_recipes/rl_demo.yaml`) run by `torchrun cwm/rl/train.py` on two CPU ranks (FSDP2 over gloo), resumed in
+(`data_recipes/rl_mixed.yaml`) run by `torchrun cwm/rl/train.py` on two CPU ranks (FSDP2 over gloo), resumed in
 one process (the checkpoint is resharded), exported, reloaded."""
 import json
 import subprocess
@@ -48,7 +48,7 @@ def test_demo_recipe_runs_resumes_exports_and_reloads(tmp_path, capsys):
     write_shards(tmp_path / "traces", records)
     task_file, no_docker = _docker_task_file(tmp_path)
 
-    recipe = yaml.safe_load((REPO / "data_recipes/rl_demo.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "data_recipes/rl_mixed.yaml").read_text())
     recipe.update(init=str(tmp_path / "init"), out=str(tmp_path / "rl"), cpu_threads=1, group_size=2)
     recipe["rollout"]["sampling"]["max_new_tokens"] = 16
     envs = {e["kind"]: e for e in recipe["envs"]}

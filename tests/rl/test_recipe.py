@@ -31,7 +31,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
 
 
 def test_overrides_and_section_defaults():
-    recipe = load_recipe("rl_demo", ["steps=7", "grpo.eps_high=0.28", "optim.lr=2e-6"])
+    recipe = load_recipe("rl_mixed", ["steps=7", "grpo.eps_high=0.28", "optim.lr=2e-6"])
     assert recipe.steps == 7 and recipe.grpo.eps_high == 0.28 and recipe.grpo.eps_low == 0.2
     # a section given in part keeps RL's defaults for the rest (constant LR, no warmup), not mid-training's
     assert recipe.optim.lr == 2e-6 and recipe.optim.min_lr_ratio == 1.0 and recipe.optim.warmup_steps == 0

@@ -45,7 +45,10 @@ def test_train_rejects_a_bad_recipe_before_starting(corpus, tmp_path):
 
 def test_shipped_recipes_parse():
     demo = load_recipe(ROOT / "data_recipes/demo.yaml", check_files=False)
-    assert {s.name for s in demo.sources} == {"traces", "code"}
+    # the demo mixes all three kinds of data: traces, agent trajectories (observations masked for half), code
+    assert {s.name: s.kind for s in demo.sources} == {"traces": "trace", "trajectories": "trajectory",
+                                                      "answers": "trajectory", "code": "text"}
+    assert demo.source("trajectories").observation_mask_prob == 0.5
     full = load_recipe(ROOT / "data_recipes/cwm.yaml", check_files=False)
     assert full.seq_len == 131072 and full.buckets == [16384, 65536]
     share = {kind: sum(s.weight for s in full.sources if s.name in names) for kind, names in
