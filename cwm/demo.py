@@ -16,7 +16,6 @@ left; the others start clean. Docker and the base image are `.ci/setup.sh`'s job
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -184,31 +183,13 @@ def midtrain_results(out: Path) -> dict:
 
 def source_tokens(out: Path, rows: list[dict]) -> dict[str, int]:
     """Tokens each source put into training: the sum of the trainer's `tokens/<source>` figures in metrics.jsonl
-    where it logs them, else the loader run again over as many rows as training took (same recipe, seed and
-    tokenizer, so the same rows)."""
+    (every position whose target is a token of that source)."""
     logged: dict[str, int] = {}
     for r in rows:
         for k, v in r.items():
             if k.startswith("tokens/"):
                 logged[k.removeprefix("tokens/")] = logged.get(k.removeprefix("tokens/"), 0) + int(v)
-    return logged or _loader_tokens(out, rows[-1]["step"])
-
-
-@functools.lru_cache(maxsize=None)
-def _loader_tokens(out: Path, rows: int) -> dict[str, int]:
-    from cwm.data.loader import SlotStream
-    from cwm.data.recipe import load_recipe
-    from cwm.data.tokenizer import load_tokenizer
-
-    stream = SlotStream(load_recipe(RECIPE), load_tokenizer(str(out / "tokenizer")), 0, 1)
-    counts = {name: 0 for name in stream.tokens}
-    for _ in range(rows):
-        row = stream.next_row()
-        if row is None:
-            break
-        for doc in row:
-            counts[doc.source] += len(doc.input_ids)
-    return counts
+    return logged
 
 
 def stage_evaluate(st: Stage, out: Path, trained: dict) -> None:

@@ -433,8 +433,10 @@ def train(cfg: JobConfig) -> dict:
 
     stop_at = min(cfg.training.steps, cfg.training.stop_after or cfg.training.steps)
     batches = iter(loader)
-    # Losses (summed, and token counts) per source since the last log line: logged values average the window.
-    window_losses = torch.zeros(2, len(source_names), device=device, dtype=torch.float64)
+    # Per source since the last log line: summed losses, loss tokens, and real tokens (every position whose target
+    # is a token of that source, masked or not: what the mix put in, logged as tokens/NAME, so summing a run's lines
+    # gives each source's share). Logged losses average the window.
+    window_losses = torch.zeros(3, len(source_names), device=device, dtype=torch.float64)
     window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     last_values: dict = {}
     interrupted, loader_at_step = False, loader.state_dict()
@@ -452,6 +454,8 @@ def train(cfg: JobConfig) -> dict:
                 ids = src.clamp(min=0)[mask]
                 window_losses[0].index_add_(0, ids, losses.detach()[mask].double())
                 window_losses[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
+                real = src[src >= 0]
+                window_losses[2].index_add_(0, real, torch.ones_like(real, dtype=torch.float64))
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             if hasattr(grad_norm, "full_tensor"):
                 grad_norm = grad_norm.full_tensor()
@@ -475,7 +479,8 @@ def train(cfg: JobConfig) -> dict:
                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                           "tokens_per_s": tps, "mfu": window_flops / elapsed / (peak * world),
                           **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
-                             for i, n in enumerate(source_names) if per_source[1, i] > 0}}
+                             for i, n in enumerate(source_names) if per_source[1, i] > 0},
+                          **{f"tokens/{n}": int(per_source[2, i]) for i, n in enumerate(source_names)}}
                 say(f"step {step:6d} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
                     f"grad {values['grad_norm']:.3f} | {tps:,.0f} tok/s | mfu {values['mfu']:.1%}")
                 window_losses.zero_()

@@ -90,3 +90,24 @@ def test_export_holds_the_trained_weights_and_generates(runs):
     words = text.split()
     corpus_words = {"def", "return", "for", "in", "range", "if", "else", "x", "y", "total", "+", "=", "(", ")", ":"}
     assert words and sum(w in corpus_words for w in words) >= len(words) / 2  # it writes the corpus' words
+
+
+def test_two_rank_run_logs_each_sources_tokens(runs, corpus):
+    """`tokens/NAME` in metrics.jsonl, summed over a run's lines, is what the two ranks' loaders fed from that source:
+    every position whose target is one of its tokens (a row's first token is no target). Replayed here from the
+    loader of each rank, the same rows the trainer read."""
+    from cwm.data.loader import PackedLoader
+    from cwm.data.recipe import load_recipe
+
+    rows = [json.loads(line) for line in (runs["root"] / "straight" / "metrics.jsonl").read_text().splitlines()]
+    logged = {n: sum(r.get(f"tokens/{n}", 0) for r in rows) for n in ("alpha", "beta")}
+    want = {"alpha": 0, "beta": 0}
+    recipe = load_recipe(runs["recipe"])
+    for rank in (0, 1):
+        batches = iter(PackedLoader(recipe, corpus["tokenizer"], rank=rank, world=2))
+        for _ in range(STEPS):
+            src = next(batches)["source_ids"][0, 1:]
+            for i, name in enumerate(s.name for s in recipe.sources):
+                want[name] += int((src == i).sum())
+    print(f"tokens per source: {logged}")
+    assert logged == want and min(logged.values()) > 0
