@@ -285,12 +285,18 @@ def accumulate_gradients(model, micro: list[dict], *, world: int = 1, cp: int = 
 
 
 def rss_bytes() -> tuple[int, int]:
-    """(current, peak) resident memory of this process."""
-    import resource
+    """(current, peak) resident memory of this process.
 
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    The peak is the address space's high-water mark (VmHWM), not getrusage's ru_maxrss: Linux carries ru_maxrss
+    across exec from the process that forked (or vforked) us, so under a large parent (a long pytest session) it
+    reports the parent's peak instead of ours."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _retie(model, config) -> None:
