@@ -47,7 +47,9 @@ INIT = ["bash", "-c", "trap 'exit 0' TERM; while :; do sleep 86400 & wait $!; do
 KILL_ALL = "kill -9 -1 2>/dev/null; true"
 # One action: the command under `timeout`, then SIGKILL to whatever it left behind (background jobs, setsid
 # escapees, a fork bomb): `kill -1` needs no fork, so it works even when the pids limit is exhausted.
-ACTION = 'timeout -s KILL {timeout} bash -c "$1"; code=$?; kill -9 -1 2>/dev/null; exit $code'
+# stderr joins stdout inside the container: docker's non-tty exec reads the two pipes separately and may deliver
+# them out of order, so an observation would not show what the command printed in the order it printed it.
+ACTION = 'timeout -s KILL {timeout} bash -c "$1" 2>&1; code=$?; kill -9 -1 2>/dev/null; exit $code'
 
 GIT_START = ("git init -q . && printf '__pycache__/\\n*.pyc\\n.pytest_cache/\\n' > .git/info/exclude && "
              "git add -A && git commit -q -m start --no-gpg-sign")

@@ -36,6 +36,7 @@ def test_exec_runs_unprivileged_in_the_repo(open_box):
         assert r.exit_code == 3 and not r.timed_out
         assert lines[0] != "0"                       # not root
         assert lines[1].endswith("repo") and "__init__.py" in lines and "err" in lines
+        assert lines[-1] == "err"                    # stdout and stderr in the order they were printed
         assert box.write_file("pkg/new.py", "x = 1\n") is None
         assert box.read_file("pkg/new.py") == "x = 1\n"
         assert "+x = 1" in box.patch()
