@@ -5,14 +5,13 @@ against `cwm.model.loss.linear_cross_entropy` (chunked, gradients formed in forw
     pytest benchmarks/test_loss_memory.py -s
 
 Each variant runs in a fresh process (`python benchmarks/test_loss_memory.py full|chunked`); its peak RSS
-(`ru_maxrss`) is the figure, the same inputs on both. The time is the step's wall clock, the median of
+(VmHWM, `cwm.train.rss_bytes`: not `ru_maxrss`, which Linux carries across exec from the pytest parent) is the figure, the same inputs on both. The time is the step's wall clock, the median of
 `REPEATS` steps in that process. Target (issue 16): >= 10x less memory, time within 1.3x of the plain step.
 """
 from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ def _step(kind: str) -> dict:
     import torch.nn.functional as F
 
     from cwm.model.loss import linear_cross_entropy
+    from cwm.train import rss_bytes
 
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(T, HIDDEN, generator=g).mul_(0.5).requires_grad_()  # in place: no second copy
@@ -35,7 +35,7 @@ def _step(kind: str) -> dict:
     labels = torch.randint(0, V, (T,), generator=g)
     labels[: T // 16] = -100
     n = (labels != -100).sum()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = rss_bytes()[1]
     times, loss = [], None
     for _ in range(REPEATS):
         hidden.grad = weight.grad = None
@@ -46,7 +46,7 @@ def _step(kind: str) -> dict:
             loss = linear_cross_entropy(hidden, weight, labels, chunk_size=CHUNK)[0] / n
         loss.backward()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = rss_bytes()[1]
     return {"kind": kind, "peak_bytes": peak, "inputs_bytes": base, "seconds": sorted(times)[len(times) // 2],
             "loss": float(loss.detach()), "grad_w_norm": float(weight.grad.norm()), "threads": torch.get_num_threads()}
 
