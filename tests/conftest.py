@@ -36,3 +36,16 @@ def vllm_server_for():
     yield get
     for server in servers.values():
         server.stop()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch intra-op thread for the test (two shared cores), restored after. Folders whose tests all run torch
+    request it from an autouse fixture of their own; torch is imported here only then, so the tracer's bare
+    3.12/3.13 venvs never need it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,6 +22,8 @@ per-prompt seed derived from (seed, prompt id): the same command gives the same 
 """
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import hashlib
 import json
@@ -65,13 +67,15 @@ def cut_at_stop(text: str, stop) -> str:
     return text[:min(ends)] if ends else text
 
 
-class Backend:
+class Backend(abc.ABC):
+    """What every suite asks of a model: samples for prompts, and (where a tokenizer is known) teacher forcing."""
     name = "backend"
     tokenizer = None
     fingerprint = None
 
+    @abc.abstractmethod
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
-        raise NotImplementedError
+        """`params.n` completions for each prompt, in prompt order."""
 
     def greedy_next_tokens(self, sequences: list[list[int]]) -> list[list[int]]:
         """For each sequence, the argmax token after every prefix: out[i][j] is predicted from seq[:j + 1]."""

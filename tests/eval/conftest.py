@@ -11,14 +11,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "cwm" / "eval" / "samples"
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    """Two shared cores: one intra-op thread per test."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _few_threads(one_torch_thread):
+    """Two shared cores: one intra-op thread per test (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

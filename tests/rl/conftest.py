@@ -6,15 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    """Two shared cores: one intra-op thread per test process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _few_threads(one_torch_thread):
+    """Two shared cores: one intra-op thread per test (tests/conftest.py)."""
