@@ -81,7 +81,7 @@ def render_pieces(source: Source, record, rng: random.Random) -> list[tuple[str,
         from tracer.format import trace_segments
 
         record = step_in(record, source.trace.depth, source.trace.step_in_prob, rng)
-        return [(Structure(text) if is_token else text, True) for text, is_token in trace_segments(record)]
+        return structure_pieces(trace_segments(record))
     if source.kind == "trajectory":
         mask_observations = rng.random() < source.observation_mask_prob
         return [(text, not (is_observation and mask_observations))
@@ -151,14 +151,14 @@ def step_in(record: dict, depth: int, prob: float, rng: random.Random) -> dict:
     return {**record, "frames": kept} if len(kept) != len(frames) else record
 
 
-def tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
-    """Token ids and loss mask of a document: BOS, the pieces, EOS (the end of a trace or file is predicted).
+def structure_pieces(segments, in_loss: bool = True) -> list[tuple[str, bool]]:
+    """(text, is_structure) segments (what `tracer.format.trace_segments` and `chat_prompt_segments` give) as
+    (text, in_loss) pieces: a structure segment's text becomes a `Structure`, any other stays content."""
+    return [(Structure(text) if is_structure else str(text), in_loss) for text, is_structure in segments]
 
-    Content (any text but a `Structure`) is encoded with special-token recognition off, as CWM's tokenizer encodes
-    everything but the structure it adds (`encode_ordinary`): a special-token string inside a value, a source line
-    or a tool observation becomes ordinary tokens. A `Structure` piece that is exactly one special token is that
-    token's id. Pieces are encoded one by one (each a batch call), so no token spans two pieces, as in CWM's demo.
-    """
+
+def encode_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> list[list[int]]:
+    """Each piece's token ids, by the rule of `tokenize_pieces` (content ordinary, structure special)."""
     special = _special_ids(tokenizer)
     encoded: list = [None] * len(pieces)
     content, markup = [], []
@@ -177,14 +177,48 @@ def tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> tuple[list[int
                               split_special_tokens=split)["input_ids"]
             for i, piece in zip(indices, batch):
                 encoded[i] = piece
+    return encoded
+
+
+def tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
+    """Token ids and loss mask of a document: BOS, the pieces, EOS (the end of a trace or file is predicted).
+
+    Content (any text but a `Structure`) is encoded with special-token recognition off, as CWM's tokenizer encodes
+    everything but the structure it adds (`encode_ordinary`): a special-token string inside a value, a source line
+    or a tool observation becomes ordinary tokens. A `Structure` piece that is exactly one special token is that
+    token's id. Pieces are encoded one by one (each a batch call), so no token spans two pieces, as in CWM's demo.
+    """
     ids = [tokenizer.bos_token_id]
     mask = [False]
-    for (_, in_loss), piece in zip(pieces, encoded):
+    for (_, in_loss), piece in zip(pieces, encode_pieces(tokenizer, pieces)):
         ids.extend(piece)
         mask.extend([in_loss] * len(piece))
     ids.append(tokenizer.eos_token_id)
     mask.append(True)
     return ids, mask
+
+
+def prompt_ids(tokenizer, segments, *, bos: bool = True) -> list[int]:
+    """Token ids of a model prompt given as (text, is_structure) segments, exactly the ids `tokenize_pieces` gives a
+    training document that starts with the same segments: BOS (when `bos` and the tokenizer has one), then each
+    segment (content with special-token recognition off, structure special), no EOS. A `str` is one content
+    segment: a prompt's special tokens must come from a renderer's structure segments, never from its text."""
+    if isinstance(segments, str):
+        segments = [(segments, False)]
+    ids = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+    for piece in encode_pieces(tokenizer, structure_pieces(segments)):
+        ids.extend(piece)
+    return ids
+
+
+def chat_prompt_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+    """`cwm.data.chat.prompt_text(messages)` as (text, is_structure) segments, split as training splits a
+    trajectory (`trajectory_pieces`): the chat scaffolding is structure, every message's content is content."""
+    from cwm.data.special_tokens import chat_header
+
+    segments = [(str(text), type(text) is Structure)
+                for text, _ in trajectory_pieces({"messages": [dict(m) for m in messages]})]
+    return segments + [(chat_header("assistant"), True)]
 
 
 def _special_ids(tokenizer) -> dict[str, int]:

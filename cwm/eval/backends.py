@@ -15,8 +15,11 @@ at every position of a token sequence (teacher forcing), which trace prediction'
 - `OracleBackend` answers each prompt's known solution (`Prompt.oracle`), `WrongBackend` an answer that is
   never right: the scorers' independent checks (100% and 0% on every suite).
 
-Prompt encoding (both model backends): `tokenizer(text)` with the tokenizer's own special-token rule, then the
-BOS token in front if the tokenizer did not put it there (the trainer starts every document with BOS).
+Prompt encoding (both model backends; `encode_prompt`): as the trainer tokenizes a document that starts with the
+prompt (`cwm.data.documents.prompt_ids`): BOS, then the prompt's segments, content with special-token recognition
+off and only a renderer's structure segments (`Prompt.segments`: a trace's separators) as special ids, so a value
+or source line holding `<|frame_sep|>` cannot forge a trace's structure. A prompt given as plain text is all
+content. (`OpenAIBackend` without a tokenizer sends the text, and the server tokenizes it by its own rule.)
 Sampling is seeded: `HFBackend` seeds torch per batch from (seed, first example id), `OpenAIBackend` sends a
 per-prompt seed derived from (seed, prompt id): the same command gives the same completions.
 """
@@ -55,6 +58,23 @@ class Prompt:
     text: str
     oracle: str = ""  # the completion a perfect model writes (OracleBackend)
     params: SamplingParams | None = None   # per-prompt override of the run's sampling params
+    # (text, is_structure) pieces whose texts joined are `text` (a rendered trace's `trace_segments`); None: all
+    # of `text` is content (no special tokens)
+    segments: list[tuple[str, bool]] | None = None
+
+    def __post_init__(self):
+        if self.segments is not None and "".join(t for t, _ in self.segments) != self.text:
+            raise ValueError(f"prompt {self.id}: its segments are not its text")
+
+    @classmethod
+    def of_segments(cls, id: str, segments, **kw) -> "Prompt":
+        segments = [(str(t), bool(s)) for t, s in segments]
+        return cls(id, "".join(t for t, _ in segments), segments=segments, **kw)
+
+    @property
+    def parts(self) -> list[tuple[str, bool]]:
+        """What is encoded: the segments, or the text as one content segment."""
+        return self.segments if self.segments is not None else [(self.text, False)]
 
 
 def _seed_for(seed: int, key: str) -> int:
@@ -81,11 +101,11 @@ class Backend(abc.ABC):
         """For each sequence, the argmax token after every prefix: out[i][j] is predicted from seq[:j + 1]."""
         raise BackendError(f"backend {self.name} gives no next-token predictions")
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt (`encode_prompt`)."""
+    def encode(self, prompt) -> list[int]:
+        """Token ids of a prompt: a `Prompt`, (text, is_structure) segments, or text (all content) (`encode_prompt`)."""
         if self.tokenizer is None:
             raise BackendError(f"backend {self.name} has no tokenizer: pass --tokenizer DIR")
-        return encode_prompt(self.tokenizer, text)
+        return encode_prompt(self.tokenizer, prompt)
 
     def close(self) -> None:
         pass
@@ -184,7 +204,7 @@ class HFBackend(Backend):
         return out
 
     def _generate_batch(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
-        rows = generate_ids(self.model, self.tokenizer, [self.encode(p.text) for p in prompts], params,
+        rows = generate_ids(self.model, self.tokenizer, [self.encode(p) for p in prompts], params,
                             device=self.device, seed=_seed_for(params.seed, prompts[0].id))
         return [[decode_completion(self.tokenizer, ids, cut, params.stop) for ids, cut in samples]
                 for samples in rows]
@@ -193,13 +213,13 @@ class HFBackend(Backend):
         return greedy_next_tokens(self.model, sequences, self.device)
 
 
-def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt: the tokenizer's own special-token rule, BOS in front if it did not put it there
-    (the trainer starts every document with BOS)."""
-    ids = tokenizer(text)["input_ids"]
-    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id] + ids
-    return ids
+def encode_prompt(tokenizer, prompt) -> list[int]:
+    """Token ids of a prompt (a `Prompt`, (text, is_structure) segments, or text: one content segment) as the
+    trainer tokenizes a document starting with it (`cwm.data.documents.prompt_ids`): BOS, content with
+    special-token recognition off, structure segments special."""
+    from cwm.data.documents import prompt_ids
+
+    return prompt_ids(tokenizer, prompt.parts if isinstance(prompt, Prompt) else prompt)
 
 
 @contextlib.contextmanager
@@ -336,7 +356,7 @@ class OpenAIBackend(Backend):
                 "skip_special_tokens": False, "spaces_between_special_tokens": False}
         if params.stop:
             body["stop"] = list(params.stop)[:4]   # the OpenAI API takes at most 4; the rest are cut here
-        body["prompt"] = self.encode(prompt.text) if self.tokenizer is not None else prompt.text
+        body["prompt"] = self.encode(prompt) if self.tokenizer is not None else prompt.text
         return body
 
     def _complete(self, prompt: Prompt, params: SamplingParams) -> list[str]:

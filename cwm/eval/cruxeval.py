@@ -7,7 +7,8 @@ Output prediction (the model predicts `f(input)`), scored by `cwm.data.value_mat
   line, read leniently (whitespace, a trailing newline, backticks or a code fence around it do not matter).
 - `trace` (CWM's): the prompt is the trace of the call up to and including its call frame — context with the
   START_OF_TRACE marker, `<|call_sep|>` with the arguments as the tracer writes them (the project's tracer runs
-  the call in the jail to get that frame, so the prompt is exactly what mid-training showed) — and the model
+  the call in the jail to get that frame, so the prompt is exactly what mid-training showed, tokenized as
+  mid-training tokenizes it: content ordinary, the renderer's separators special) — and the model
   writes the rest of the trace; the value of the entry's return frame it writes is its answer (an exception
   frame, or no return frame, is wrong).
 
@@ -79,14 +80,14 @@ class OutputPrediction:
 
     # -- trace --------------------------------------------------------------------------------------------------
     def trace_prompt(self, ex: dict) -> tuple[Prompt | None, str]:
-        from tracer.format import render_trace
+        from tracer.format import render_trace, trace_segments
 
         record = trace_function(ex["code"], _entry(ex), ex["input"], depth=self.depth)
         if record is None or not record["frames"] or record["frames"][0]["kind"] != "call":
             return None, "the code does not run on this input: no call frame to prompt with"
-        prompt = render_trace({**record, "frames": record["frames"][:1]})
-        full = render_trace(record)
-        return Prompt(ex["id"], prompt, oracle=full[len(prompt):]), ""
+        prompt = Prompt.of_segments(ex["id"], trace_segments({**record, "frames": record["frames"][:1]}))
+        prompt.oracle = render_trace(record)[len(prompt.text):]
+        return prompt, ""
 
     def run(self, backend, examples: list[dict], params: SamplingParams) -> list[dict]:
         if self.style == "direct":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tracer.format import CALL_SEP, FRAME_SEP
+from cwm.eval.trace_text import prompt_segments
+from tracer.format import FRAME_SEP
 
 
 def _frames(text: str) -> list[str]:
@@ -52,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(args.hf).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.hf)
     evaluator = WorldModelEval(tokenizer, [example], max_len=recipe.seq_len, max_new_tokens=args.max_new_tokens)
-    cut = example.text.index(FRAME_SEP, example.text.index(CALL_SEP)) + len(FRAME_SEP)
-    prompt, real = example.text[:cut], example.text[cut:]
+    given = prompt_segments(example.parts())
+    prompt = "".join(t for t, _ in given)
+    real = example.text[len(prompt):]
     with torch.no_grad():
-        generated = evaluator.generate_trace(model, evaluator.encode(prompt), torch.device("cpu"))
+        generated = evaluator.generate_trace(model, evaluator.encode(given), torch.device("cpu"))
     predicted = tokenizer.decode(generated, skip_special_tokens=False).replace(tokenizer.eos_token, "")
 
     console = Console(width=200)

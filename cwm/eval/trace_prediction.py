@@ -22,21 +22,30 @@ import random
 
 from cwm.data.value_match import reprs_match
 from cwm.eval.backends import Backend, BackendError, Prompt, SamplingParams
-from cwm.eval.trace_text import KINDS, entry_result, frame_key, prompt_end, split_frames
+from cwm.eval.trace_text import KINDS, entry_result, frame_key, prompt_segments, split_frames, text_segments
 from tracer.format import ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_SEP, LINE_SEP, RETURN_SEP
 
 FORMAT = "trace shards written by cwm-trace (a folder with manifest.json, .tar files, or a glob)"
 
 
-def render_example(key: str, record: dict, depth: int) -> str:
+def render_example(key: str, record: dict, depth: int) -> list[tuple[str, bool]]:
+    """The record's (text, is_structure) segments (`tracer.format.trace_segments`), as mid-training renders it."""
     from cwm.data.documents import step_in
-    from tracer.format import render_trace
+    from tracer.format import trace_segments
 
-    return render_trace(step_in(record, depth, 1.0, random.Random(key)))
+    return [(t, bool(s)) for t, s in trace_segments(step_in(record, depth, 1.0, random.Random(key)))]
+
+
+def example_segments(ex: dict) -> list[tuple[str, bool]]:
+    """An example's segments: those it was rendered with, or (an example that kept only its text) read back from
+    the text (`trace_text.text_segments`)."""
+    segments = ex.get("segments")
+    return [(t, bool(s)) for t, s in segments] if segments is not None else text_segments(ex["text"])
 
 
 def examples_from_records(items, depth: int) -> list[dict]:
-    """(key, record) pairs -> examples: records whose first frame is a call (the entry), rendered."""
+    """(key, record) pairs -> examples: records whose first frame is a call (the entry), rendered: "segments" (the
+    renderer's pieces, what is tokenized: content ordinary, structure special) and "text" (them joined)."""
     out = []
     for key, record in items:
         frames = record.get("frames") or []
@@ -45,7 +54,8 @@ def examples_from_records(items, depth: int) -> list[dict]:
         entry = frames[0]["depth"]
         ends = [f for f in frames if f["depth"] == entry and f["kind"] in ("return", "exception")]
         done = record.get("outcome") in ("returned", "raised") and ends
-        out.append({"id": str(key), "text": render_example(str(key), record, depth),
+        segments = render_example(str(key), record, depth)
+        out.append({"id": str(key), "text": "".join(t for t, _ in segments), "segments": segments,
                     "value": ends[-1]["value"] if done else None,
                     "raised": bool(done) and ends[-1]["kind"] == "exception"})
     return out
@@ -157,20 +167,21 @@ class TracePrediction:
         return {"max_tokens": 1024}
 
     def run(self, backend: Backend, examples: list[dict], params: SamplingParams) -> list[dict]:
-        rows = [{"id": ex["id"], "prompt": ex["text"][:prompt_end(ex["text"])]} for ex in examples]
+        segments = [example_segments(ex) for ex in examples]
+        prompt_parts = [prompt_segments(s) for s in segments]
+        rows = [{"id": ex["id"], "prompt": "".join(t for t, _ in p)} for ex, p in zip(examples, prompt_parts)]
         if self.mode in ("both", "teacher-forcing"):
             tokens = TokenIds(backend.tokenizer)
             eos = backend.tokenizer.eos_token_id
-            seqs = [(backend.encode(ex["text"]) + ([eos] if eos is not None else []))[:self.max_len]
-                    for ex in examples]
+            seqs = [(backend.encode(s) + ([eos] if eos is not None else []))[:self.max_len] for s in segments]
             for row, ids, preds in zip(rows, seqs, backend.greedy_next_tokens(seqs)):
                 counts = teacher_forcing(ids, preds, tokens)
                 row["next_state"] = counts
                 scored = sum(c[0] for c in counts.values())
                 row["score"] = sum(c[1] for c in counts.values()) / scored if scored else 0.0
         if self.mode in ("both", "generation"):
-            prompts = [Prompt(ex["id"], row["prompt"], oracle=ex["text"][len(row["prompt"]):])
-                       for ex, row in zip(examples, rows)]
+            prompts = [Prompt.of_segments(ex["id"], p, oracle="".join(t for t, _ in s[len(p):]))
+                       for ex, p, s in zip(examples, prompt_parts, segments)]
             greedy = SamplingParams(n=1, temperature=0.0, max_tokens=params.max_tokens, seed=params.seed)
             for ex, row, prompt, (generated,) in zip(examples, rows, prompts, backend.generate(prompts, greedy)):
                 gen = generation_scores(prompt.oracle, generated, ex["value"], ex["raised"])

@@ -94,3 +94,23 @@ def _frame_value(frame: str) -> str | None:
 def prompt_end(text: str) -> int:
     """Where a rendered trace's entry call frame ends: the prompt of full-trace generation is text[:prompt_end]."""
     return text.index(FRAME_SEP, text.index(CALL_SEP)) + len(FRAME_SEP)
+
+
+def prompt_segments(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """`prompt_end` on a trace's (text, is_structure) segments: the segments through the entry call frame's
+    `<|frame_sep|>` (structure segments only: a value holding the token string does not count)."""
+    call = segments.index((CALL_SEP, True))
+    return segments[:segments.index((FRAME_SEP, True), call) + 1]
+
+
+def text_segments(text: str) -> list[tuple[str, bool]]:
+    """A rendered trace's text (or a prefix of whole frames) back to `tracer.format.trace_segments` pieces, for
+    callers that kept only the text: `parse_trace` reads values and sources of any content exactly, and the
+    segments must render the text again (else ValueError). Carry the renderer's segments where you can: only a
+    context holding a whole well-formed frame sequence could be misread from text."""
+    from tracer.format import parse_trace, trace_segments
+
+    segments = [(t, bool(s)) for t, s in trace_segments(parse_trace(text))]
+    if "".join(t for t, _ in segments) != text:
+        raise ValueError("the text is not a rendered trace (its parse does not render it again)")
+    return segments

@@ -22,17 +22,25 @@ import torch
 
 from cwm.data.value_match import reprs_match as same_value  # the name callers and tests use
 from cwm.eval.backends import SamplingParams, encode_prompt, generate_ids, greedy_next_tokens
-from cwm.eval.trace_text import KINDS, entry_result, prompt_end
+from cwm.eval.trace_text import KINDS, entry_result, prompt_segments, text_segments
 from cwm.eval.trace_prediction import TokenIds, teacher_forcing
 from tracer.format import CALL_SEP, EXCEPTION_SEP, FRAME_SEP, RETURN_SEP
 
 
 @dataclass
 class TraceExample:
-    """One held-out trace: its rendered text and, when the entry left normally or raised, the true outcome."""
+    """One held-out trace: its rendered text and, when the entry left normally or raised, the true outcome.
+    `segments`: the renderer's (text, is_structure) pieces of `text`, what is tokenized (None: read back from the
+    text, `trace_text.text_segments`)."""
     text: str
     value: str | None
     raised: bool
+    segments: list[tuple[str, bool]] | None = None
+
+    def parts(self) -> list[tuple[str, bool]]:
+        if self.segments is None:
+            self.segments = text_segments(self.text)
+        return [(t, bool(s)) for t, s in self.segments]
 
 
 def examples_from_records(records, source) -> list[TraceExample]:
@@ -40,7 +48,7 @@ def examples_from_records(records, source) -> list[TraceExample]:
     depth, a fixed rng per key: the same text at every evaluation)."""
     from cwm.eval.trace_prediction import examples_from_records as rendered
 
-    return [TraceExample(ex["text"], ex["value"], ex["raised"])
+    return [TraceExample(ex["text"], ex["value"], ex["raised"], ex["segments"])
             for ex in rendered(records, source.trace.depth)]
 
 
@@ -81,8 +89,15 @@ class WorldModelEval:
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (CALL_SEP, RETURN_SEP, EXCEPTION_SEP, FRAME_SEP)}
         self.ids = ids
 
-    def encode(self, text: str) -> list[int]:
-        return encode_prompt(self.tokenizer, text)
+    def encode(self, trace) -> list[int]:
+        """Token ids of a trace (or a prefix of whole frames) as training tokenizes it (BOS, content ordinary,
+        structure special; no EOS): a `TraceExample`, its (text, is_structure) segments, or rendered trace text
+        (read back into segments, `trace_text.text_segments`)."""
+        if isinstance(trace, TraceExample):
+            trace = trace.parts()
+        elif isinstance(trace, str):
+            trace = text_segments(trace)
+        return encode_prompt(self.tokenizer, trace)
 
     @torch.no_grad()
     def next_state(self, model, device) -> dict:
@@ -92,7 +107,7 @@ class WorldModelEval:
         totals = {k: [0, 0] for k in KINDS}
         eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
         for i, ex in enumerate(mine):
-            ids = (self.encode(ex.text) + eos)[: self.max_len]
+            ids = (self.encode(ex) + eos)[: self.max_len]
             (preds,) = greedy_next_tokens(model, [ids], device)
             if i < counted:
                 for kind, (frames, exact, _) in teacher_forcing(ids, preds, self.tokens).items():
@@ -115,7 +130,7 @@ class WorldModelEval:
         correct = 0
         for start in range(0, len(mine), self.batch_size):
             batch = mine[start:start + self.batch_size]
-            generated = self.generate_traces(model, [self.encode(ex.text[:prompt_end(ex.text)]) for ex in batch],
+            generated = self.generate_traces(model, [self.encode(prompt_segments(ex.parts())) for ex in batch],
                                              device, synced=world > 1)
             for i, (ex, ids) in enumerate(zip(batch, generated), start):
                 if i >= counted:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from cwm.forager.agent import ToolCall, format_tool_call, occurrences
 from cwm.forager.episode import ContextOverflow, PolicyError
-from cwm.data.chat import prompt_text
 from cwm.forager.tasks import Task
 
 
@@ -226,8 +225,11 @@ class HFPolicy(Policy):
 
     def act(self, messages):
         import torch
-        ids = self.tokenizer(prompt_text(messages), add_special_tokens=False, return_tensors="pt")["input_ids"]
-        ids = ids.to(self.device)
+        from cwm.data.documents import chat_prompt_segments, prompt_ids
+
+        # `prompt_text(messages)` tokenized as training tokenizes a trajectory: the chat scaffolding special, every
+        # message's content (a tool's output, a file) ordinary, so no content forges a turn
+        ids = torch.tensor([prompt_ids(self.tokenizer, chat_prompt_segments(messages), bos=False)], device=self.device)
         with torch.no_grad():
             out = self.net.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
                                     temperature=self.temperature or None, eos_token_id=self.stop_ids or None,
