@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cwm.data.special_tokens import EOT
-from cwm.data.chat import prompt_text
+from cwm.data.documents import chat_prompt_segments, prompt_ids
 from cwm.rl.env import FAIL, Env, EnvFactory, Message
 from cwm.rl.generate import Generator, Sample, SamplingConfig
 
@@ -55,10 +55,13 @@ class ChatFormat:
         """Token ids of `messages` followed by the header of the next assistant turn.
 
         first: prepend BOS (the start of the document). close_turn: the previous assistant turn was cut at the
-        token limit, so end it before the next message."""
-        text = (EOT if close_turn else "") + prompt_text(messages)
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return ([self.tokenizer.bos_token_id] if first else []) + ids
+        token limit, so end it before the next message.
+
+        Encoded as mid-training encodes trajectories (`cwm.data.documents`): the chat scaffolding is special
+        tokens, every message's content ordinary text, so a tool observation that prints `<|eot_id|>` cannot
+        end a turn or forge one."""
+        segments = ([(EOT, True)] if close_turn else []) + chat_prompt_segments(messages)
+        return prompt_ids(self.tokenizer, segments, bos=first)
 
     def reply_text(self, sample: Sample) -> str:
         tokens = sample.tokens[:-1] if sample.stopped else sample.tokens
