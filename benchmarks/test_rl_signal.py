@@ -7,9 +7,10 @@
   policy sampling the reference or forager mutants of it), with pass@n for the ceiling;
 - the reward model's held-out AUC vs the length-only and turn-count baselines;
 - tree search over agent turns vs independent episodes at the same budget of policy turns, on forager mutate-fix
-  tasks (two bugs each) of the demo repository in the local sandbox.
+  tasks (two and three bugs each) of the demo repository in the local sandbox; and GRPO groups made by the
+  tree (the RL switch `search: {mode: tree}`) vs groups of independent episodes: groups with signal.
 
-    .venv/bin/python -m pytest benchmarks/test_rl_signal.py -s -q          # about 15 min on 2 shared cores
+    .venv/bin/python -m pytest benchmarks/test_rl_signal.py -s -q          # about 25 min on 2 shared cores
 
 The experiments themselves live in tests/rl/signal_helpers.py, shared with the asserting tests in tests/rl/.
 """
@@ -114,27 +115,85 @@ def test_tree_search_vs_independent_episodes():
     from signal_helpers import FixtureAgent, calc_env_maker, calc_tasks
     from cwm.rl.search import independent_episodes, tree_search
 
-    budget, depth, seeds = 16, 12, (0, 1, 2, 3)
+    depth, seeds = 12, range(8)
+    arms = {"independent": None, "tree, unknown 1.0": 1.0, "tree, unknown 0.5": 0.5}
     with tempfile.TemporaryDirectory() as d:
         repo = Path(d) / "calc"
-        tasks = calc_tasks(repo)
-        print(f"\ntree search (best-first, branch 3, value = pass fraction of the last test run, unknown = 1) vs "
-              f"independent episodes, at most {budget} policy turns per task, local sandbox ({machine()})")
-        print("seed | task | independent: resolved, turns used, s | tree: resolved, turns used, nodes expanded, s")
-        wins = {"indep": [0, 0], "tree": [0, 0]}  # resolved, turns used over all
-        for seed in seeds:
-            for task in tasks:
-                make = calc_env_maker(task, repo)
-                t0 = time.monotonic()
-                a = independent_episodes(make, FixtureAgent(seed), budget=budget, max_depth=depth)
-                t1 = time.monotonic()
-                b = tree_search(make, FixtureAgent(seed), budget=budget, branch=3, max_depth=depth)
-                t2 = time.monotonic()
-                for key, r in (("indep", a), ("tree", b)):
-                    wins[key][0] += r.resolved
-                    wins[key][1] += r.turns_sampled
-                print(f"{seed} | {task.id} | {a.resolved}, {a.turns_sampled}, {t1 - t0:.0f} | {b.resolved}, "
-                      f"{b.turns_sampled}, {b.nodes_expanded}, {t2 - t1:.0f}")
-        n = len(seeds) * len(tasks)
-        print(f"resolved: independent {wins['indep'][0]}/{n} ({wins['indep'][1]} turns), tree search "
-              f"{wins['tree'][0]}/{n} ({wins['tree'][1]} turns)")
+        print(f"\ntree search (best-first with progressive widening, branch 3, value = pass fraction of the last "
+              f"test run) vs independent episodes at the same budget of policy turns, local sandbox ({machine()}); "
+              f"the agent's seed is seed x 100 + task index, the same for every arm")
+        print("bugs | budget | tasks x seeds | " + " | ".join(f"{a}: resolved, turns" for a in arms) + " | s")
+        for bugs, budget in ((2, 16), (3, 24)):
+            tasks = calc_tasks(repo, bugs=bugs)
+            totals = {a: [0, 0] for a in arms}
+            t0 = time.monotonic()
+            for seed in seeds:
+                for i, task in enumerate(tasks):
+                    make = calc_env_maker(task, repo)
+                    for arm, unknown in arms.items():
+                        agent = FixtureAgent(seed * 100 + i)
+                        if unknown is None:
+                            r = independent_episodes(make, agent, budget=budget, max_depth=depth)
+                        else:
+                            r = tree_search(make, agent, budget=budget, branch=3, max_depth=depth,
+                                            unknown_value=unknown)
+                        totals[arm][0] += r.resolved
+                        totals[arm][1] += r.turns_sampled
+            n = len(tasks) * len(seeds)
+            print(f"{bugs} | {budget} | {len(tasks)} x {len(seeds)} | "
+                  + " | ".join(f"{r}/{n}, {t}" for r, t in totals.values()) + f" | {time.monotonic() - t0:.0f}")
+
+
+def test_tree_groups_vs_independent_groups():
+    """The search as an RL rollout generator: a GRPO group is the episodes one tree ended (the loop of
+    `cwm.rl.search.tree_rollout_groups`, here at message level with the fixture agent) vs group_size independent
+    episodes; the same budget of policy turns (group_size x max_turns)."""
+    from signal_helpers import FixtureAgent, calc_env_maker, calc_tasks
+    from cwm.rl.search import SearchTree
+
+    group, depth, seeds = 4, 12, range(4)
+    budget = group * depth
+    with tempfile.TemporaryDirectory() as d:
+        repo = Path(d) / "calc"
+        tasks = calc_tasks(repo, bugs=2)
+        print(f"\nGRPO groups of {group} on the {len(tasks)} two-bug tasks x {len(seeds)} seeds, at most {budget} "
+              f"policy turns a group ({machine()})")
+        print("arm | groups with signal | episodes passed | episodes | turns | s")
+        for arm in ("independent", "tree"):
+            signal = passed = episodes = turns = 0
+            t0 = time.monotonic()
+            for seed in seeds:
+                for i, task in enumerate(tasks):
+                    make, agent = calc_env_maker(task, repo), FixtureAgent(seed * 100 + i)
+                    outcomes = []
+                    if arm == "independent":
+                        for _ in range(group):
+                            env = make()
+                            try:
+                                messages = list(env.reset())
+                                for _ in range(depth):
+                                    (turn,) = agent(messages, 1)
+                                    turns += 1
+                                    r = env.step(turn)
+                                    messages += [{"role": "assistant", "content": turn}] + r.observation
+                                    if r.done:
+                                        break
+                                outcomes.append(bool(r.done and r.reward > 0))
+                            finally:
+                                env.close()
+                    else:
+                        tree, spent = SearchTree(make, branch=3, max_depth=depth), 0
+                        try:
+                            while spent < budget and len(tree.ended) < group and (node := tree.select()):
+                                (turn,) = agent(node.messages, 1)
+                                spent += 1
+                                tree.expand(node, turn)
+                        finally:
+                            tree.close()
+                        turns += spent
+                        outcomes = [leaf.passed for leaf in tree.ended]
+                    signal += len(set(outcomes)) == 2
+                    passed += sum(outcomes)
+                    episodes += len(outcomes)
+            n = len(tasks) * len(seeds)
+            print(f"{arm} | {signal}/{n} | {passed} | {episodes} | {turns} | {time.monotonic() - t0:.0f}")

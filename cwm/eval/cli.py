@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-len", type=int, default=2048, help="tokens of a trace scored by teacher forcing")
         if name == "swe":
             p.add_argument("--max-turns", type=int, default=32)
+            p.add_argument("--search", choices=("tree",),
+                           help="also run a tree search over the agent's turns per task, with the n episodes' "
+                                "budget of policy turns; reports search_resolved")
+            p.add_argument("--budget", type=int, help="tree: policy turns per task (default n x max-turns)")
         if name == "codegen":
             p.add_argument("--search", choices=("best-of-n", "rerank"),
                            help="also choose one of the n samples: best-of-n (CodeT dual agreement on tests the "
@@ -93,7 +97,7 @@ def make_suite(args):
         return TracePrediction(args.mode, args.max_len, args.depth)
     if args.suite == "codegen":
         return Codegen(search=args.search, reward_model=args.reward_model)
-    return SWE(max_turns=args.max_turns)
+    return SWE(max_turns=args.max_turns, search=args.search, budget=args.budget)
 
 
 def load_examples(args, console) -> tuple[list[dict], str]:

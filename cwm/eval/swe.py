@@ -6,6 +6,10 @@ The episode is the forager's own (`cwm.forager.agent.run_episode`: system prompt
 create/submit in a fresh container, `score` on submit); this module only picks the policy for the backend:
 `--model DIR` -> the forager's `HFPolicy` on the loaded model, `--base-url` -> `OpenAIPolicy` (chat completions),
 `oracle` -> `OraclePolicy` (replays the task's known fix), `wrong` -> `NoopPolicy` (submits at once).
+
+`--search tree` also runs, per task, a tree search over the agent's turns (`cwm.rl.search.tree_search`: best-first
+on the pass fraction of the tests the agent ran, backtracking to the best earlier state) with the budget the n
+episodes had (n x max_turns policy turns, or `--budget`), and reports `search_resolved` next to `resolved`.
 """
 from __future__ import annotations
 
@@ -73,12 +77,15 @@ def policy_for(backend, params: SamplingParams):
 class SWE:
     name = "swe"
 
-    def __init__(self, max_turns: int = 32, bash_timeout_s: float = 120.0, test_timeout_s: float = 900.0):
+    def __init__(self, max_turns: int = 32, bash_timeout_s: float = 120.0, test_timeout_s: float = 900.0,
+                 search: str | None = None, budget: int | None = None, branch: int = 3):
         self.max_turns, self.bash_timeout_s, self.test_timeout_s = max_turns, bash_timeout_s, test_timeout_s
+        self.search, self.budget, self.branch = search, budget, branch
         self._dc = None
 
     def settings(self) -> dict:
-        return {"max_turns": self.max_turns}
+        return {"max_turns": self.max_turns, **({"search": self.search, "budget": self.budget, "branch": self.branch}
+                                                if self.search else {})}
 
     def default_params(self) -> dict:
         return {"max_tokens": 1024}
@@ -112,12 +119,32 @@ class SWE:
                 episodes.append({"reward": record["reward"], "outcome": record["outcome"],
                                  "turns": record["stats"].get("turns"), "patch": record["patch"]})
             correct = sum(e["reward"] > 0 for e in episodes)
-            rows.append({"id": ex["id"], "prompt": ex["task"].statement, "answer": episodes[0]["patch"],
-                         "episodes": episodes, "correct": correct, "n": len(episodes),
-                         "score": correct / len(episodes)})
+            row = {"id": ex["id"], "prompt": ex["task"].statement, "answer": episodes[0]["patch"],
+                   "episodes": episodes, "correct": correct, "n": len(episodes), "score": correct / len(episodes)}
+            if self.search == "tree":
+                row["search"] = self._tree(ex["task"], backend, params, cfg,
+                                           lambda t: open_sandbox("docker", image=t.image, dc=dc))
+            rows.append(row)
         return rows
 
+    def _tree(self, task, backend, params: SamplingParams, cfg, sandbox) -> dict:
+        from dataclasses import asdict
+
+        from cwm.rl.envs.swe import SWEEnv
+        from cwm.rl.search import tree_search
+
+        policy = policy_for(backend, params)
+        policy.start(task)
+        budget = self.budget or params.n * self.max_turns
+        r = tree_search(lambda: SWEEnv(task, sandbox, cfg),
+                        lambda messages, k: [policy.act(messages).text for _ in range(k)],
+                        budget=budget, branch=self.branch, max_depth=self.max_turns)
+        return {"mode": "tree", "budget": budget, **asdict(r)}
+
     def summary(self, rows: list[dict]) -> dict:
-        return {"resolved": sum(r["score"] for r in rows) / max(len(rows), 1),
+        searched = [r["search"] for r in rows if "search" in r]
+        extra = {"search_resolved": sum(s["resolved"] for s in searched) / len(searched),
+                 "search_turns": sum(s["turns_sampled"] for s in searched) / len(searched)} if searched else {}
+        return {"resolved": sum(r["score"] for r in rows) / max(len(rows), 1), **extra,
                 "sandbox_errors": sum(e["outcome"] == "sandbox_error" for r in rows for e in r["episodes"]),
                 **pass_at_k_table([(r["n"], r["correct"]) for r in rows])}

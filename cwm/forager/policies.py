@@ -78,7 +78,10 @@ class OraclePolicy(Policy):
         self._plan = plan
 
     def act(self, messages):
-        text = "I know the fix; applying it.\n" + format_tool_call(self._plan.pop(0))
+        """The plan's step for this point of the conversation (one per assistant turn so far): a function of the
+        conversation, as a model is, so a tree search may ask for any node's turn in any order."""
+        done = sum(m["role"] == "assistant" for m in messages)
+        text = "I know the fix; applying it.\n" + format_tool_call(self._plan[min(done, len(self._plan) - 1)])
         return Reply(text, _estimate_tokens(messages, text))
 
 

@@ -26,6 +26,7 @@ from cwm.rl.grpo import GRPOConfig
 from cwm.rl.committee import CommitteeConfig
 from cwm.rl.reward_model import RewardModelTerm
 from cwm.rl.rollout import RolloutConfig
+from cwm.rl.search import TreeSearchConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "data_recipes"
 
@@ -83,6 +84,7 @@ class RLRecipe:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # off: shuffled cycle of tasks
     reward_model: RewardModelTerm = field(default_factory=RewardModelTerm)  # off: weight 0
     committee: CommitteeConfig = field(default_factory=CommitteeConfig)    # off: weight 0
+    search: TreeSearchConfig = field(default_factory=TreeSearchConfig)     # off: independent episodes per group
 
 
 def resolve(name: str) -> Path:
@@ -117,6 +119,10 @@ def load_recipe(name: str, overrides: list[str] = ()) -> RLRecipe:
     for env in recipe.envs:
         if env.kind not in ENV_KINDS:
             raise RecipeError(f"recipe {path}: env kind '{env.kind}' unknown; use {', '.join(ENV_KINDS)}")
+    try:
+        recipe.search.validate()
+    except ValueError as e:
+        raise RecipeError(f"recipe {path}: {e}") from None
     return recipe
 
 

@@ -1,6 +1,6 @@
 """Search with the executor as judge: best-of-n with CodeT's dual agreement, reranking by a scorer, and a tree
 search over agent turns. At inference: `cwm-eval codegen --search best-of-n|rerank` (`eval_codegen_search`
-below); the functions take any policy, so the same code can generate rollouts.
+below) and `cwm-eval swe --search tree`; in RL, the recipe's `search: {mode: tree}` (`tree_rollout_groups`).
 
 Best-of-n (CodeT, Chen et al. 2022): sample n candidate programs and m tests (the tests are the policy's too, so
 some are wrong); run every candidate on every test in the jail (`cwm.jail`), giving a pass matrix. Candidates
@@ -12,14 +12,14 @@ pass matrix (ties go to the earliest candidate), never on the hidden tests.
 Reranking: order candidates by any scorer (the learned reward model, `cwm.rl.reward_model`, or a committee,
 `cwm.rl.committee`); the first of the order is the answer.
 
-Tree search over turns (`tree_search`): an episode of a multi-turn environment (`cwm.rl.env.Env`) is a path of
-assistant turns. A node is the list of turns so far; it is expanded by sampling up to `branch` next turns from the
-policy one at a time (stopping when the policy repeats a turn: a forced move is not paid for `branch` times),
-each child evaluated by re-running its turns in a fresh environment (environments are deterministic
-given their turns: a forager sandbox starts from the task's image every time) and valued by `value(messages,
-info)` — by default the fraction of tests that passed in the last test run the episode saw, or a reward model.
-The frontier's most valuable unfinished node is expanded next (best-first). The budget is the number of policy
-turns sampled, the same unit as `budget` turns of independent episodes, so the two compare at equal cost.
+Tree search over turns (`SearchTree`, `tree_search`): an episode of a multi-turn environment (`cwm.rl.env.Env`)
+is a path of assistant turns and a node is the list of turns so far, valued by `value(messages, info)` — by
+default the fraction of tests that passed in the last test run the episode saw (or a reward model's score).
+Best-first with progressive widening: one child per expansion, the most valuable open node first and the deepest
+among equals, so the search follows a line while its value holds and backtracks to the best earlier state when a
+turn makes things worse. The budget is the number of policy turns sampled, the same unit as `budget` turns of
+independent episodes, so the two compare at equal cost. As an RL rollout generator (`tree_rollout_groups`, the
+recipe's `search: {mode: tree}`), a GRPO group is the episodes one tree ended.
 """
 from __future__ import annotations
 
@@ -166,20 +166,167 @@ def value_from_tests_run(messages: list[dict], info: dict) -> float | None:
     return None
 
 
-@dataclass(order=True)
-class _Node:
-    priority: tuple
-    turns: list[str] = field(compare=False)
-    messages: list[dict] = field(compare=False)
+@dataclass(eq=False)
+class SearchNode:
+    """A state of an episode: the assistant turns that reach it from the task's start.
+
+    Invariants: `messages` is the conversation a fresh environment shows after `turns`; `env`, when set, is a live
+    environment in exactly this state that nothing has stepped further (the node owns it and closes it)."""
+    turns: list[str]
+    messages: list[dict]
+    parent: "SearchNode | None"
+    own: float | None            # value(messages, info) of this state; None: nothing known yet (no test has run)
+    done: bool = False           # the environment ended the episode here
+    passed: bool = False         # ... and its check passed
+    result: object = None        # the StepResult that led here (None at the root)
+    children: list["SearchNode"] = field(default_factory=list)
+    tried: set = field(default_factory=set)   # turns sampled here
+    open: bool = True            # may still get children
+    env: object = None
+    data: object = None          # the caller's per-node state (the RL rollout keeps the token path here)
+
+    @property
+    def depth(self) -> int:
+        return len(self.turns)
+
+    def score(self, unknown: float) -> float:
+        """Its own value; `unknown` (a prior) while no test has judged this state. Children's values are not
+        backed up into an untested parent: a bad first turn would then hide that the start was better."""
+        return unknown if self.own is None else self.own
+
+
+class SearchTree:
+    """Best-first search over an episode's turns with progressive widening and backtracking.
+
+    Each expansion adds ONE child to the open node with the best key (score, never expanded, depth): the most
+    valuable state first; among equals a fresh node before one already widened, and the deepest one (the line
+    that has made the most progress). So the search dives while the value holds, and when a turn lowers it (a
+    wrong edit shows failing tests) it returns to the best earlier state and samples a different turn there,
+    which an independent episode cannot do. A node takes at most `branch` children, and none after the policy
+    repeats a turn there (a forced move such as "run the tests after an edit" is paid for once more, not
+    `branch` times). A state no test has judged is valued `unknown_value`, a prior: 0.5, even odds on a pass
+    fraction, sends the search back to an untested start only once the line it follows has fallen below that
+    (benchmarks/RESULTS.md compares it with an optimistic 1.0, which widens every untested node first).
+
+    Environments are assumed deterministic given their turns (a forager sandbox starts from the task's image
+    every time). A child is reached by stepping its parent's live environment when the parent still holds one
+    (the usual case while diving) and otherwise by replaying its turns in a fresh environment; at most
+    `max_live` environments (containers) are kept open, those of the lowest-ranked nodes are closed first.
+    Callers drive it: `select()` a node, sample a turn for `node.messages`, `expand(node, turn)`; `close()` at
+    the end releases every environment (also after an exception)."""
+
+    def __init__(self, make_env: Callable[[], object], *, branch: int = 3, max_depth: int = 8,
+                 unknown_value: float = 0.5, max_live: int = 4,
+                 value: Callable[[list[dict], dict], float | None] = value_from_tests_run):
+        if branch < 1 or max_depth < 1 or max_live < 1:
+            raise ValueError(f"tree search: branch ({branch}), max_depth ({max_depth}) and max_live ({max_live}) "
+                             "must be at least 1")
+        self.make_env, self.branch, self.max_depth = make_env, branch, max_depth
+        self.unknown_value, self.max_live, self.value = unknown_value, max_live, value
+        env = make_env()
+        try:
+            messages = list(env.reset())
+        except BaseException:
+            env.close()
+            raise
+        self.env_name = getattr(env, "name", None)
+        self.root = SearchNode([], messages, None, value(messages, {"done": False}), env=env)
+        self.nodes = [self.root]
+        self.ended: list[SearchNode] = []   # leaves whose episode is over: done, or cut (turn or token limit)
+        self.replays = 0                     # children reached by replaying in a fresh environment
+
+    def _key(self, node: SearchNode) -> tuple:
+        return node.score(self.unknown_value), not node.children, node.depth
+
+    def select(self) -> SearchNode | None:
+        """The open node to expand next; None when every node is closed."""
+        candidates = [n for n in self.nodes if n.open]
+        return max(candidates, key=self._key) if candidates else None
+
+    @property
+    def nodes_expanded(self) -> int:
+        return sum(1 for n in self.nodes if n.tried)
+
+    def expand(self, node: SearchNode, turn: str) -> SearchNode | None:
+        """Take `turn` from `node`: the new child, or None when the policy repeated a turn already tried there."""
+        if turn in node.tried:
+            self._shut(node)
+            return None
+        node.tried.add(turn)
+        env, node.env = node.env, None
+        if len(node.tried) >= self.branch:
+            self._shut(node)
+        if env is None:
+            env = self._replay(node.turns)
+        try:
+            result = env.step(turn)
+        except BaseException:
+            env.close()
+            raise
+        messages = node.messages + [{"role": "assistant", "content": turn}] + list(result.observation)
+        passed = bool(result.done and result.info.get("passed", result.reward > 0))
+        own = self.value(messages, {**result.info, "done": result.done, "passed": passed})
+        child = SearchNode(node.turns + [turn], messages, node, own, done=result.done, passed=passed,
+                           result=result, env=env)
+        node.children.append(child)
+        self.nodes.append(child)
+        if result.done or child.depth >= self.max_depth:
+            self.end(child)
+        else:
+            self._limit_live()
+        return child
+
+    def end(self, node: SearchNode) -> None:
+        """`node`'s episode is over (done, or cut by the caller at a limit): a leaf, its environment closed."""
+        self._shut(node)
+        self.ended.append(node)
+
+    def best(self) -> SearchNode:
+        """The passing leaf if there is one, else the most valuable state seen (deepest among equals)."""
+        return max(self.nodes, key=lambda n: (n.passed, -1.0 if n.own is None else n.own, n.depth))
+
+    def close(self) -> None:
+        for n in self.nodes:
+            self._release(n)
+
+    def _shut(self, node: SearchNode) -> None:
+        node.open = False
+        self._release(node)
+
+    @staticmethod
+    def _release(node: SearchNode) -> None:
+        env, node.env = node.env, None
+        if env is not None:
+            env.close()
+
+    def _limit_live(self) -> None:
+        live = sorted((n for n in self.nodes if n.env is not None), key=self._key)
+        for n in live[:max(0, len(live) - self.max_live)]:
+            self._release(n)
+
+    def _replay(self, turns: list[str]):
+        self.replays += 1
+        env = self.make_env()
+        try:
+            env.reset()
+            for t in turns:
+                if env.step(t).done:
+                    raise RuntimeError(f"tree search: replaying {len(turns)} turns ended the episode early; the "
+                                       "environment is not deterministic given its turns, so it cannot be searched")
+        except BaseException:
+            env.close()
+            raise
+        return env
 
 
 @dataclass
 class SearchResult:
     resolved: bool              # a finished episode passed (its reward was +1)
-    best_turns: list[str]       # the turns of the passing episode, else of the most valuable one seen
+    best_turns: list[str]       # the turns of the passing episode, else of the most valuable state seen
     turns_sampled: int          # policy turns spent (the budget's unit)
     nodes_expanded: int
     episodes_finished: int
+    replays: int = 0            # children reached by replaying turns in a fresh environment
 
 
 def replay(make_env: Callable[[], object], turns: list[str]):
@@ -200,49 +347,25 @@ def replay(make_env: Callable[[], object], turns: list[str]):
 
 
 def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], int], list[str]], *, budget: int,
-                branch: int = 3, max_depth: int = 8, unknown_value: float = 1.0, tie: str = "shallow",
+                branch: int = 3, max_depth: int = 8, unknown_value: float = 0.5, max_live: int = 4,
                 value: Callable[[list[dict], dict], float | None] = value_from_tests_run) -> SearchResult:
-    """Best-first search over assistant turns, stopping at the first passing episode or when `budget` policy
-    turns have been sampled. `policy(messages, k)` returns k sampled next turns for a conversation.
-
-    A node the value function knows nothing about (no test has run on its path) is valued `unknown_value`:
-    optimistic by default, so untried openings are tried before a line that has shown failing tests is pushed
-    deeper. Among equal values the shallower node goes first (`tie="shallow"`: the same progress in fewer turns
-    has spent fewer chances to break something), or the deeper one (`tie="deep"`)."""
-    root_msgs, _ = replay(make_env, [])
-    frontier = [_Node((0.0, 0, 0), [], root_msgs)]
-    counter = sampled = expanded = finished_count = 0
-    best = (-1.0, [])
-    while frontier and sampled < budget:
-        node = heapq.heappop(frontier)
-        expanded += 1
-        seen = set()
-        for _ in range(branch):
-            if sampled >= budget:
-                break
+    """Search (`SearchTree`) until an episode passes or `budget` policy turns have been sampled.
+    `policy(messages, k)` returns k sampled next turns for a conversation."""
+    tree = SearchTree(make_env, branch=branch, max_depth=max_depth, unknown_value=unknown_value,
+                      max_live=max_live, value=value)
+    sampled = 0
+    try:
+        while sampled < budget and (node := tree.select()) is not None:
             (turn,) = policy(node.messages, 1)
             sampled += 1
-            if turn in seen:  # the policy repeats itself here (a forced move): stop widening this node
+            child = tree.expand(node, turn)
+            if child is not None and child.passed:
                 break
-            seen.add(turn)
-            turns = node.turns + [turn]
-            messages, result = replay(make_env, turns)
-            done = result is not None and result.done
-            info = {**(result.info if result else {}), "done": done,
-                    "passed": bool(result and result.done and result.reward > 0)}
-            v = value(messages, info)
-            v = unknown_value if v is None else v
-            if v > best[0]:
-                best = (v, turns)
-            if done:
-                finished_count += 1
-                if info["passed"]:
-                    return SearchResult(True, turns, sampled, expanded, finished_count)
-            elif len(turns) < max_depth:
-                counter += 1
-                depth_key = len(turns) if tie == "shallow" else -len(turns)
-                heapq.heappush(frontier, _Node((-v, depth_key, counter), turns, messages))
-    return SearchResult(False, best[1], sampled, expanded, finished_count)
+        best = tree.best()
+        return SearchResult(best.passed, best.turns, sampled, tree.nodes_expanded,
+                            sum(n.done for n in tree.ended), tree.replays)
+    finally:
+        tree.close()
 
 
 def independent_episodes(make_env: Callable[[], object], policy: Callable[[list[dict], int], list[str]], *,
@@ -272,6 +395,124 @@ def independent_episodes(make_env: Callable[[], object], policy: Callable[[list[
         finally:
             env.close()
     return SearchResult(False, [], sampled, finished_count, finished_count)
+
+
+# -- tree search as an RL rollout generator ------------------------------------------------------------------
+
+@dataclass
+class TreeSearchConfig:
+    """The RL recipe's `search:` switch. off: a GRPO group is `group_size` independent episodes of a task
+    (`cwm.rl.rollout.rollout_groups`); tree: a group is the episodes one `SearchTree` over the task ended (at most
+    `group_size`), sampled by the policy and sharing prefixes where the search branched."""
+    mode: str = "off"            # off | tree
+    branch: int = 3              # children per node at most
+    budget: int = 0              # policy turns per tree; 0: group_size x rollout.max_turns (the independent group's)
+    unknown_value: float = 0.5   # the value of a state no test has judged (a neutral prior on a pass fraction)
+    max_live: int = 4            # environments (containers) a tree keeps open to step instead of replaying
+
+    def validate(self) -> None:
+        if self.mode not in ("off", "tree"):
+            raise ValueError(f"search.mode {self.mode!r}: use off or tree")
+        if self.branch < 1 or self.max_live < 1 or self.budget < 0:
+            raise ValueError("search: branch and max_live must be at least 1, budget at least 0")
+
+
+@dataclass
+class _TokenPath:
+    """A node's episode in token space (what `cwm.rl.rollout.rollout` builds turn by turn for one episode)."""
+    tokens: list[int]
+    mask: list[int]
+    logprobs: list[float]
+    version: int
+    info: dict
+
+
+def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat, cfg, search: TreeSearchConfig,
+                        first_group_id: int = 0) -> list:
+    """`n_groups` GRPO groups, each the ended episodes of one tree search over a drawn task (`TreeSearchConfig`).
+
+    Every round expands one node per live tree and samples all their turns in one batch, as `rollout` does for
+    independent episodes; a tree stops at `group_size` ended episodes or its budget of policy turns. Trajectories
+    are `cwm.rl.rollout.Trajectory`s with the same token/mask/log-prob invariants; a sampled turn the tree had
+    already tried at that node is dropped (it adds no episode). `info["search"]` holds the tree's statistics."""
+    from cwm.rl.rollout import Trajectory
+
+    budget = search.budget or group_size * cfg.max_turns
+    drawn = [sampler.draw() for _ in range(n_groups)]
+    trees: list[SearchTree] = []
+    fits = lambda path: len(path.tokens) + cfg.sampling.max_new_tokens <= cfg.max_len  # noqa: E731
+    out: list = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, cfg.env_workers)) as pool:
+            futures = [pool.submit(SearchTree, lambda f=factory, i=index: f.make(i), branch=search.branch,
+                                   max_depth=cfg.max_turns, unknown_value=search.unknown_value,
+                                   max_live=search.max_live) for factory, index in drawn]
+            errors = []
+            for f in futures:  # keep every tree that was built, so the finally below closes it
+                try:
+                    trees.append(f.result())
+                except Exception as e:
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+            outcome: dict[int, str] = {}
+            for tree in trees:
+                ids = chat.encode(tree.root.messages, first=True)
+                tree.root.data = _TokenPath(ids, [0] * len(ids), [0.0] * len(ids), generator.version, {})
+                if not fits(tree.root.data):
+                    outcome[id(tree.root)] = "prompt_too_long"  # never sampled: not the policy's doing
+                    tree.end(tree.root)
+            spent = [0] * len(trees)
+            while True:
+                picks = []
+                for k, tree in enumerate(trees):
+                    if spent[k] < budget and len(tree.ended) < group_size:
+                        node = tree.select()
+                        if node is not None:
+                            picks.append((k, node))
+                if not picks:
+                    break
+                version = generator.version
+                samples = generator.generate([node.data.tokens for _, node in picks], cfg.sampling)
+                for k, _ in picks:
+                    spent[k] += 1
+                children = list(pool.map(lambda ks: trees[ks[0][0]].expand(ks[0][1], chat.reply_text(ks[1])),
+                                         zip(picks, samples)))
+                for (k, node), s, child in zip(picks, samples, children):
+                    if child is None:
+                        continue
+                    p = node.data
+                    path = _TokenPath(p.tokens + s.tokens, p.mask + [1] * len(s.tokens), p.logprobs + s.logprobs,
+                                      min(p.version, version), {**p.info, **child.result.info})
+                    child.data = path
+                    if child.done:
+                        outcome[id(child)] = "done"
+                    elif child in trees[k].ended:
+                        outcome[id(child)] = "turn_limit"
+                    else:
+                        obs = chat.encode(child.result.observation, first=False, close_turn=not s.stopped)
+                        path.tokens += obs
+                        path.mask += [0] * len(obs)
+                        path.logprobs += [0.0] * len(obs)
+                        if not fits(path):
+                            outcome[id(child)] = "token_limit"
+                            trees[k].end(child)
+            for k, (tree, (factory, index)) in enumerate(zip(trees, drawn)):
+                stats = {"turns_sampled": spent[k], "nodes_expanded": tree.nodes_expanded,
+                         "episodes": len(tree.ended), "replays": tree.replays}
+                for leaf in tree.ended:
+                    p = leaf.data
+                    t = Trajectory(env=tree.env_name or factory.name, task=index, group=first_group_id + k,
+                                   tokens=p.tokens, mask=p.mask, logprobs=p.logprobs, version=p.version,
+                                   turns=leaf.depth, info={**p.info, "outcome": outcome[id(leaf)], "search": stats})
+                    if leaf.done:
+                        t.reward = leaf.result.reward
+                        t.passed = bool(leaf.result.info.get("passed", leaf.result.reward > 0))
+                    out.append(t)
+    finally:
+        for tree in trees:
+            tree.close()
+    return out
 
 
 # -- code generation with a chat policy ----------------------------------------------------------------------------------------

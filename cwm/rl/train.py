@@ -4,7 +4,8 @@ Each rank samples its own groups (in-process copy or a server), the learner is F
 (`cwm/model/parallelize.py`), and checkpoints and the final Hugging Face export are mid-training's
 (`cwm/model/checkpoint.py`), so a run resumes where it stopped and its output loads with `from_pretrained`.
 Per step, rank 0 appends to `{out}/metrics.jsonl`: step, mean_reward, pass_rate (and per environment),
-response_len, clip_frac, entropy, staleness, dropped/skipped counts, loss, grad_norm, lr and timings.
+response_len, clip_frac, entropy, staleness, dropped/skipped counts, loss, grad_norm, lr and timings, and what
+each signal switch did (curriculum band occupancy, reward-model and committee scores, search/* per tree).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from cwm.rl import committee as rl_committee
 from cwm.rl.reward_model import load_term, shape_trajectories
 from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
+from cwm.rl.search import tree_rollout_groups
 
 
 # Episodes that end without the policy having had a fair turn: neither trained on nor counted in the rewards.
@@ -124,6 +126,10 @@ def step_metrics(rows: list[dict], totals: dict[str, float]) -> dict[str, float]
     if any(r.get("terms") for r in rows):  # and per trajectory, for the environments that report components
         m["trajectories"] = [{"env": r["env"], "task": r["task"], "reward": r["reward"], "outcome": r["outcome"],
                               **r["terms"]} for r in rows]
+    trees = {r["group"]: r["search"] for r in rows if r.get("search")}  # one tree per group (search: tree)
+    for key in ("nodes_expanded", "turns_sampled", "episodes", "replays"):
+        if trees:
+            m[f"search/{key}"] = sum(t[key] for t in trees.values()) / len(trees)
     m["staleness"] = sum(r["staleness"] for r in rows) / n
     m["staleness_max"] = max((r["staleness"] for r in rows), default=0)
     tokens = totals["tokens"]
@@ -152,7 +158,8 @@ def _row(t: Trajectory, version: int) -> dict:
             "turns": t.turns, "staleness": version - t.version,
             "logprob_sum": sum(lp for lp, m in zip(t.logprobs, t.mask) if m),
             # what made the reward (rewards.py: tests, similarity, lint, types, turn_cost, format)
-            "terms": dict(t.info.get("reward_terms") or {}), "task": t.task, "outcome": t.info.get("outcome")}
+            "terms": dict(t.info.get("reward_terms") or {}), "task": t.task, "outcome": t.info.get("outcome"),
+            "group": (dist.get_rank() if dist.is_initialized() else 0, t.group), "search": t.info.get("search")}
 
 
 def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
@@ -223,10 +230,16 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
         return out / "hf"
 
     max_staleness = recipe.grpo.max_staleness if gcfg.overlap else 0
-    producer = RolloutProducer(
-        lambda i: rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,
-                                 recipe.rollout, first_group_id=i * recipe.groups_per_step),
-        generator.sync, max_staleness, first_batch=start, end_batch=recipe.steps).start()
+    if recipe.search.mode == "tree":  # a group is the episodes one search tree ended
+        def make_batch(i):
+            return tree_rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,
+                                       recipe.rollout, recipe.search, first_group_id=i * recipe.groups_per_step)
+    else:
+        def make_batch(i):
+            return rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,
+                                  recipe.rollout, first_group_id=i * recipe.groups_per_step)
+    producer = RolloutProducer(make_batch, generator.sync, max_staleness, first_batch=start,
+                               end_batch=recipe.steps).start()
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         _drop_metrics_after(out / "metrics.jsonl", start)

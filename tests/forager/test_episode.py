@@ -132,7 +132,7 @@ def test_openai_policy_episode_against_loopback_server(demo_tasks, docker_client
     task = demo_tasks[1]
     oracle = OraclePolicy()
     oracle.start(task)
-    handler.script = [oracle.act([]).text for _ in range(len(oracle._plan))]
+    handler.script = [oracle.act([{"role": "assistant", "content": ""}] * i).text for i in range(len(oracle._plan))]
     policy = OpenAIPolicy(url, "scripted-model")
     r = run_episode(task, policy, lambda t: DockerSandbox(t.image, dc=docker_client), FAST)
     assert (r["outcome"], r["reward"]) == ("submitted", 1)

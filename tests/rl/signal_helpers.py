@@ -244,8 +244,9 @@ TEST_COMMAND = ("python -c \"import sys; sys.path.insert(0, 'tests'); import tes
                 "print(f'{len(fns) - ok} failed, {ok} passed')\"")
 
 
-def calc_tasks(repo_dir):
-    """Mutate-fix tasks with two bugs each (every pair of CALC_BUGS) on a local copy of the demo repository."""
+def calc_tasks(repo_dir, bugs: int = 2):
+    """Mutate-fix tasks with `bugs` bugs each (every such subset of CALC_BUGS) on a local copy of the demo
+    repository."""
     import itertools
     import textwrap
 
@@ -256,14 +257,14 @@ def calc_tasks(repo_dir):
     fixed = textwrap.dedent(DEMO_FILES["calc/__init__.py"])
     tests = [f"tests/test_calc.py::test_{name}" for name in CALC_BUGS]
     tasks = []
-    for a, b in itertools.combinations(CALC_BUGS, 2):
+    for names in itertools.combinations(CALC_BUGS, bugs):
         broken = fixed
-        for name in (a, b):
+        for name in names:
             right, bug = CALC_BUGS[name]
             assert broken.count(right) == 1
             broken = broken.replace(right, bug)
-        failing = [f"tests/test_calc.py::test_{a}", f"tests/test_calc.py::test_{b}"]
-        tasks.append(Task(id=f"calc-{a}-{b}", kind="mutate-fix", repo="calc", commit=None, image="local",
+        failing = [f"tests/test_calc.py::test_{name}" for name in names]
+        tasks.append(Task(id="calc-" + "-".join(names), kind="mutate-fix", repo="calc", commit=None, image="local",
                           statement=f"{' and '.join(failing)} fail. Fix the code in calc/__init__.py.",
                           fail_to_pass=failing, pass_to_pass=[t for t in tests if t not in failing],
                           mutation=None, start_files={"calc/__init__.py": broken},

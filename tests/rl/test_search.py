@@ -149,3 +149,233 @@ def test_cwm_eval_codegen_search_picks_the_consensus(tmp_path):
     assert summary["search_pass@1"] == 1.0 and summary["first_sample_pass@1"] == 0.0
     args = build_parser().parse_args(["codegen", "--model", "oracle", "--search", "best-of-n"])
     assert args.search == "best-of-n"
+
+
+# -- tree search as an RL rollout generator (token space) -------------------------------------------------------
+
+class _WordDial:
+    """The dial for a token-space policy: a reply with "up" in it turns it up, any other reply down; a reply with
+    "submit" ends the episode, +1 at position 2 or more. Class counters check that every environment the search
+    opens (roots, live dives, replays) is closed."""
+
+    name = "word_dial"
+    made = closed = 0
+
+    def __init__(self):
+        type(self).made += 1
+        self.pos, self._closed = 0, False
+
+    def reset(self):
+        return [{"role": "user", "content": "say up up submit"}]
+
+    def step(self, action):
+        from cwm.rl.env import StepResult, finished
+
+        if "submit" in action:
+            return finished(self.pos >= 2)
+        self.pos = self.pos + 1 if "up" in action else max(0, self.pos - 1)
+        return StepResult([{"role": "tool", "content": f"{self.pos} passed, {4 - self.pos} failed"}], 0.0, False)
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            type(self).closed += 1
+
+
+class _WordDials:
+    name = "word_dial"
+
+    def __len__(self):
+        return 2
+
+    def make(self, index):
+        return _WordDial()
+
+
+def _runs(t):
+    """The policy's turns of a trajectory: its runs of mask-1 tokens."""
+    runs, current = [], []
+    for token, m in zip(t.tokens, t.mask):
+        if m:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
+def test_tree_rollout_groups_are_search_trees_in_token_space():
+    import torch
+
+    from rl_helpers import small_tokenizer, tiny_model
+    from cwm.rl.generate import LocalGenerator, SamplingConfig
+    from cwm.rl.rollout import ChatFormat, RolloutConfig, TaskSampler
+    from cwm.rl.search import TreeSearchConfig, tree_rollout_groups
+
+    tok = small_tokenizer(["say up up submit down passed failed user tool assistant"])
+    model = tiny_model(tok, seed=0).eval()
+    chat = ChatFormat(tok)
+    gen = LocalGenerator(model, chat.stop_ids, tok.pad_token_id, seed=5)
+    cfg = RolloutConfig(sampling=SamplingConfig(max_new_tokens=3), max_turns=5, max_len=400)
+    search = TreeSearchConfig(mode="tree", branch=2, budget=14)
+    _WordDial.made = _WordDial.closed = 0
+    trajs = tree_rollout_groups(TaskSampler([_WordDials()], seed=0), 3, 4, gen, chat, cfg, search, first_group_id=10)
+    assert _WordDial.made == _WordDial.closed > 3
+    groups: dict[int, list] = {}
+    for t in trajs:
+        groups.setdefault(t.group, []).append(t)
+    assert set(groups) <= {10, 11, 12} and len(groups) >= 2
+    branched_below_root = False
+    prompt = chat.encode(_WordDial().reset(), first=True)
+    for members in groups.values():
+        stats = members[0].info["search"]
+        assert all(t.info["search"] == stats for t in members)
+        assert len(members) == stats["episodes"] <= 4 and stats["turns_sampled"] <= 14
+        for a in members:
+            for b in members:
+                common = next((j for j, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), None)
+                branched_below_root |= a is not b and common is not None and common > len(prompt) + 1
+        for t in members:
+            assert t.info["outcome"] in ("done", "turn_limit")
+            assert all(lp == 0.0 for lp, m in zip(t.logprobs, t.mask) if not m)
+            # oracle: replay the decoded turns in a fresh dial and re-encode the conversation independently
+            env, tokens, result = _WordDial(), list(prompt), None
+            env.reset()
+            for run in _runs(t):
+                stopped = run[-1] in chat.stop_ids
+                result = env.step(tok.decode(run[:-1] if stopped else run, skip_special_tokens=False))
+                tokens += run
+                if not result.done and len(tokens) < len(t.tokens):
+                    tokens += chat.encode(result.observation, first=False, close_turn=not stopped)
+            env.close()
+            assert tokens == t.tokens and t.turns == len(_runs(t))
+            if t.info["outcome"] == "done":
+                assert result.done and t.reward == result.reward
+            else:
+                assert not result.done and t.turns == 5 and t.reward == -1.0
+            # the behaviour log-probs are the policy's: one unpadded forward pass over the whole path
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([t.tokens])).logits[0, :-1].double(), -1)
+            taken = logp.gather(-1, torch.tensor(t.tokens[1:])[:, None]).squeeze(-1)
+            mask = torch.tensor(t.mask[1:], dtype=torch.bool)
+            assert torch.allclose(torch.tensor(t.logprobs[1:], dtype=torch.float64)[mask], taken[mask], atol=2e-4)
+    assert branched_below_root  # the groups are trees, not independent episodes
+
+
+def test_recipe_search_switch_trains_and_logs_per_tree(tmp_path):
+    import json
+
+    import yaml
+
+    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
+    from cwm.rl.envs.output_prediction import task_from_record
+    from cwm.rl.recipe import RecipeError, load_recipe
+    from cwm.rl.train import train
+
+    records = function_records("def f(x):\n    return x % 3\n", "f", list(range(6)))
+    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
+    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
+    write_shards(tmp_path / "traces", records)
+    recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 2, "seed": 0,
+              "groups_per_step": 2, "group_size": 3, "checkpoint_every": 0,
+              "grpo": {"max_staleness": 0}, "generator": {"overlap": False},
+              "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 2}},
+              "search": {"mode": "tree", "branch": 6, "budget": 6},
+              "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="search.mode 'beam'"):
+        load_recipe(str(tmp_path / "recipe.yaml"), ["search.mode=beam"])
+    train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
+    steps = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in steps] == [1, 2]
+    for m in steps:
+        # single-turn tasks: the root is the only node expanded; its distinct answers are the group's episodes
+        assert m["search/nodes_expanded"] == 1.0 and 1.0 <= m["search/episodes"] <= 3.0
+        assert m["search/turns_sampled"] <= 6.0
+
+
+class _CountedDial(_Dial):
+    """The dial, counting environments open at once."""
+    open_now = most_open = 0
+
+    def __init__(self):
+        super().__init__()
+        type(self).open_now += 1
+        type(self).most_open = max(type(self).most_open, type(self).open_now)
+        self._closed = False
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            type(self).open_now -= 1
+
+
+def test_search_tree_dives_while_the_value_holds_and_backtracks_when_it_drops():
+    """The order of expansions, worked out by hand from the rule (score, fresh, depth), on the dial."""
+    from cwm.rl.search import SearchTree
+
+    tree = SearchTree(_Dial, branch=2, max_depth=12, unknown_value=0.5)
+    order = []
+
+    def take(turn):
+        node = tree.select()
+        order.append(tuple(node.turns))
+        return tree.expand(node, turn)
+
+    take("up")                    # root (unknown: 0.5) -> pos 1, value 0.25
+    take("up")                    # root again: 0.5 beats 0.25 -> a second opening, pos 1 again (0.25, depth 1)
+    assert tree.select() is tree.root.children[0] and not tree.root.open  # branch 2: the root is done
+    take("up")                    # the first of two equal fresh leaves -> pos 2 (0.5, depth 2)
+    take("down")                  # dive: pos 2 is the best -> pos 1 (0.25, depth 3)
+    take("up")                    # backtrack: pos 2 (0.5, widened once) beats every 0.25 -> pos 3 (0.75)
+    take("up")                    # dive -> pos 4, all tests pass (1.0)
+    child = take("submit")
+    assert child.passed and child.turns == ["up", "up", "up", "up", "submit"]
+    assert order == [(), (), ("up",), ("up", "up"), ("up", "up"), ("up", "up", "up"), ("up",) * 4]
+    # among equal values and freshness, the deeper node: pos 1 at depth 2 before pos 1 at depth 1
+    tree2 = SearchTree(_Dial, branch=3, max_depth=12, unknown_value=0.0)
+    down = tree2.expand(tree2.root, "down")
+    tree2.expand(down, "up")
+    tree2.expand(tree2.root, "up")
+    assert tree2.select().turns == ["down", "up"]
+    tree2.expand(tree2.select(), "submit")  # a failing end below it: now widened, it yields to the fresh equal
+    assert tree2.select().turns == ["up"]
+    tree.close()
+    tree2.close()
+
+
+def test_search_tree_stops_widening_a_forced_move_and_bounds_open_environments():
+    from cwm.rl.search import SearchTree, tree_search
+
+    tree = SearchTree(_Dial, branch=3, max_depth=12)
+    assert tree.expand(tree.root, "up") is not None
+    assert tree.expand(tree.root, "up") is None  # the policy repeated itself: no new child, no more widening
+    assert not tree.root.open and len(tree.root.children) == 1
+    tree.close()
+    _CountedDial.open_now = _CountedDial.most_open = 0
+    r = tree_search(_CountedDial, _dial_policy(3), budget=40, branch=3, max_depth=12, max_live=2)
+    assert _CountedDial.open_now == 0                      # every environment closed, replays included
+    assert _CountedDial.most_open <= 2 + 1                 # max_live kept, plus the one being stepped
+    assert r.replays > 0                                   # backtracking replayed turns in fresh environments
+
+
+def test_tree_search_resolves_more_forager_tasks_than_independent_episodes(tmp_path):
+    """Issue 22's proof on the sandbox fixture (benchmarks/test_rl_signal.py runs more seeds and the two-bug
+    family): three-bug mutate-fix tasks of the demo repository in the local sandbox, a fixture agent that never
+    undoes a wrong edit, the same budget of policy turns and the same agent seed for both arms."""
+    from signal_helpers import FixtureAgent, calc_env_maker, calc_tasks
+    from cwm.rl.search import independent_episodes, tree_search
+
+    repo = tmp_path / "calc"
+    tasks = calc_tasks(repo, bugs=3)
+    tree = indep = 0
+    for seed in range(2):
+        for i, task in enumerate(tasks):
+            make = calc_env_maker(task, repo)
+            a = independent_episodes(make, FixtureAgent(seed * 100 + i), budget=24, max_depth=12)
+            b = tree_search(make, FixtureAgent(seed * 100 + i), budget=24, branch=3, max_depth=12)
+            assert a.turns_sampled <= 24 and b.turns_sampled <= 24
+            indep += a.resolved
+            tree += b.resolved
+    print(f"three-bug forager tasks x 2 seeds: tree search resolved {tree}/8, independent episodes {indep}/8")
+    assert tree >= indep + 2
