@@ -196,3 +196,30 @@ class LoopbackServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def policy_runs(t) -> list[list[int]]:
+    """The policy's turns of a trajectory: its runs of mask-1 tokens."""
+    runs, current = [], []
+    for token, m in zip(t.tokens, t.mask):
+        if m:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
+def output_prediction_recipe(tmp_path, tasks: int, **fields) -> dict:
+    """A tiny RL recipe on `tasks` output-prediction tasks of one function: its tokenizer, a random tiny model
+    exported to tmp_path/init and the trace shards are written; `fields` override the recipe's defaults here."""
+    from cwm.rl.envs.output_prediction import task_from_record
+
+    records = function_records("def f(x):\n    return x % 3\n", "f", list(range(tasks)))
+    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
+    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
+    write_shards(tmp_path / "traces", records)
+    return {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 2, "seed": 0,
+            "checkpoint_every": 0, "grpo": {"max_staleness": 0}, "generator": {"overlap": False},
+            "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1}},
+            "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}], **fields}

@@ -138,21 +138,12 @@ def test_curriculum_beats_uniform_on_mixed_family():
 
 @pytest.mark.timeout(300)
 def test_trainer_logs_curriculum_and_resume_keeps_it(tmp_path):
-    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
-    from cwm.rl.envs.output_prediction import task_from_record
+    from rl_helpers import output_prediction_recipe
     from cwm.rl.recipe import load_recipe
     from cwm.rl.train import train
 
-    records = function_records("def f(x):\n    return x % 3\n", "f", list(range(12)))
-    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
-    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
-    write_shards(tmp_path / "traces", records)
-    recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 2, "seed": 0,
-              "groups_per_step": 3, "group_size": 2, "checkpoint_every": 0,
-              "grpo": {"max_staleness": 0}, "generator": {"overlap": False},
-              "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1}},
-              "curriculum": {"enabled": True, "retest_prob": 0.0},
-              "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+    recipe = output_prediction_recipe(tmp_path, 12, groups_per_step=3, group_size=2,
+                                      curriculum={"enabled": True, "retest_prob": 0.0})
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
     train(load_recipe(str(tmp_path / "recipe.yaml"), ["steps=3"]), progress=False)  # resumes at step 2

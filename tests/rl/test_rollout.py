@@ -7,7 +7,7 @@ from cwm.rl.generate import LocalGenerator, SamplingConfig
 from cwm.rl.grpo import GRPOConfig
 from cwm.rl.learner import TrainBatch, backward_batch
 from cwm.rl.rollout import ChatFormat, RolloutConfig, rollout
-from rl_helpers import small_tokenizer, tiny_model
+from rl_helpers import policy_runs, small_tokenizer, tiny_model
 
 OBSERVATION = "tool said: fine"
 
@@ -64,14 +64,7 @@ def test_multi_turn_rollout_masks_everything_the_policy_did_not_sample():
     for t in trajs:
         assert t.turns == 3 and t.info["outcome"] == "done" and t.reward in (1.0, -1.0)
         # the unmasked runs are exactly the three sampled replies; each ends at a stop token or at 5 tokens
-        runs, current = [], []
-        for token, m in zip(t.tokens, t.mask):
-            if m:
-                current.append(token)
-            elif current:
-                runs.append(current)
-                current = []
-        runs += [current] if current else []
+        runs = policy_runs(t)
         assert len(runs) == 3 and all(len(r) <= 5 for r in runs)
         masked_text = tok.decode([x for x, m in zip(t.tokens, t.mask) if not m])
         assert masked_text.count(OBSERVATION) == 2 and "say something" in masked_text

@@ -192,22 +192,10 @@ class _WordDials:
         return _WordDial()
 
 
-def _runs(t):
-    """The policy's turns of a trajectory: its runs of mask-1 tokens."""
-    runs, current = [], []
-    for token, m in zip(t.tokens, t.mask):
-        if m:
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    return runs + ([current] if current else [])
-
-
 def test_tree_rollout_groups_are_search_trees_in_token_space():
     import torch
 
-    from rl_helpers import small_tokenizer, tiny_model
+    from rl_helpers import policy_runs, small_tokenizer, tiny_model
     from cwm.rl.generate import LocalGenerator, SamplingConfig
     from cwm.rl.rollout import ChatFormat, RolloutConfig, TaskSampler
     from cwm.rl.search import TreeSearchConfig, tree_rollout_groups
@@ -241,14 +229,14 @@ def test_tree_rollout_groups_are_search_trees_in_token_space():
             # oracle: replay the decoded turns in a fresh dial and re-encode the conversation independently
             env, tokens, result = _WordDial(), list(prompt), None
             env.reset()
-            for run in _runs(t):
+            for run in policy_runs(t):
                 stopped = run[-1] in chat.stop_ids
                 result = env.step(tok.decode(run[:-1] if stopped else run, skip_special_tokens=False))
                 tokens += run
                 if not result.done and len(tokens) < len(t.tokens):
                     tokens += chat.encode(result.observation, first=False, close_turn=not stopped)
             env.close()
-            assert tokens == t.tokens and t.turns == len(_runs(t))
+            assert tokens == t.tokens and t.turns == len(policy_runs(t))
             if t.info["outcome"] == "done":
                 assert result.done and t.reward == result.reward
             else:
@@ -267,21 +255,13 @@ def test_recipe_search_switch_trains_and_logs_per_tree(tmp_path):
 
     import yaml
 
-    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
-    from cwm.rl.envs.output_prediction import task_from_record
+    from rl_helpers import output_prediction_recipe
     from cwm.rl.recipe import RecipeError, load_recipe
     from cwm.rl.train import train
 
-    records = function_records("def f(x):\n    return x % 3\n", "f", list(range(6)))
-    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
-    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
-    write_shards(tmp_path / "traces", records)
-    recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 2, "seed": 0,
-              "groups_per_step": 2, "group_size": 3, "checkpoint_every": 0,
-              "grpo": {"max_staleness": 0}, "generator": {"overlap": False},
-              "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 2}},
-              "search": {"mode": "tree", "branch": 6, "budget": 6},
-              "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+    recipe = output_prediction_recipe(tmp_path, 6, groups_per_step=2, group_size=3,
+                                      rollout={"max_len": 512, "sampling": {"max_new_tokens": 2}},
+                                      search={"mode": "tree", "branch": 6, "budget": 6})
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(RecipeError, match="search.mode 'beam'"):
         load_recipe(str(tmp_path / "recipe.yaml"), ["search.mode=beam"])
