@@ -49,3 +49,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def hostile_tokens():
+    """tests/tracer/hostile_tokens.py as a module: sources, locals, values and messages holding every special-token
+    string (the tracer, packing and eval tests all trace it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "tracer" / "hostile_tokens.py"
+    spec = importlib.util.spec_from_file_location("cwm_tests_hostile_tokens", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module

@@ -5,9 +5,7 @@ every other token string cannot forge an eval prompt's structure, and the eval's
 same trace, id for id (the expected ids are computed by the training path: `render_pieces` + `tokenize_pieces`)."""
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,13 +27,8 @@ HOSTILE_CODE = '''def f(x):  # <|frame_sep|><|eot_id|><|call_sep|>{}<|action_sep
 
 
 @pytest.fixture(scope="module")
-def hostile():
-    """tests/tracer/hostile_tokens.py: sources, locals, values and messages holding every special-token string."""
-    spec = importlib.util.spec_from_file_location("cwm_eval_hostile_tokens", TRACER_TESTS / "hostile_tokens.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def hostile(hostile_tokens):
+    return hostile_tokens
 
 
 @pytest.fixture(scope="module")

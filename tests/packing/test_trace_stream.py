@@ -1,9 +1,7 @@
 """Where text becomes tokens: structure ids only where a renderer put them (traces and trajectories), CWM's
 stream id for id (built as facebookresearch/cwm's demos/cwmdbg.py builds it), and the ids parse back."""
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +18,9 @@ from tracer.format import (ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_S
 TRACER_TESTS = Path(__file__).resolve().parents[1] / "tracer"
 
 
-def _hostile():
-    spec = importlib.util.spec_from_file_location("cwm_packing_hostile_tokens", TRACER_TESTS / "hostile_tokens.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def hostile():
-    return _hostile()
+def hostile(hostile_tokens):
+    return hostile_tokens
 
 
 @pytest.fixture(scope="module")

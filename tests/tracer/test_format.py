@@ -9,20 +9,6 @@ from tracer.format import (ACTION_SEP, ARG_SEP, CALL_SEP, EXCEPTION_SEP, FRAME_S
                            trace_segments)
 
 
-def _load_hostile(here):
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location("cwm_tracer_test_hostile_tokens", here / "hostile_tokens.py")
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-
-
 @pytest.mark.parametrize("name", ["exceptions", "generators", "hostile_values", "classes"])
 def test_render_then_parse_gives_the_record_back(corpus, here, name, backend):
     config = TraceConfig(root=str(here), backend=backend, depth=2)
@@ -57,10 +43,10 @@ def _fields(record):
     return [{k: f[k] for k in ("kind", "source", "locals", "value")} for f in record["frames"]]
 
 
-def test_hostile_content_round_trips_and_structure_comes_only_from_the_renderer(here, backend):
+def test_hostile_content_round_trips_and_structure_comes_only_from_the_renderer(here, backend, hostile_tokens):
     """Sources, locals, values and exception messages holding every special-token string (and fake frames):
     the renderer's token pieces are exactly the structure of the frames, and both parsers give the record back."""
-    hostile = _load_hostile(here)
+    hostile = hostile_tokens
     config = TraceConfig(root=str(here), backend=backend, depth=2, value_budget=1000)
     (record,) = trace_call(hostile.forge, 3, config=config)
     frames = record["frames"]
