@@ -233,25 +233,36 @@ def _special_ids(tokenizer) -> dict[str, int]:
     return found
 
 
-def trace_segments_from_ids(tokenizer, ids: list[int]) -> list[tuple[str, bool]]:
-    """Token ids of a trace (a model's output, a tokenized document) as `tracer.format.parse_trace` segments:
-    structure only where a trace token's id stands, the ids between decoded as content."""
-    from tracer.format import TRACE_TOKENS
-
-    by_id = {i: t for t, i in _special_ids(tokenizer).items() if t in TRACE_TOKENS}
+def segments_from_ids(tokenizer, ids: list[int], structure=None) -> list[tuple[str, bool]]:
+    """Token ids as (text, is_structure) segments: structure where a special token's id stands (only the tokens in
+    `structure`, when given), the ids between decoded as content; BOS and EOS dropped. `prompt_ids` on the
+    segments (this tokenizer or another's) keeps content content: re-encoding never turns a model's or a tool's
+    text into special tokens."""
+    drop = (tokenizer.bos_token_id, tokenizer.eos_token_id)
+    by_id = {i: t for t, i in _special_ids(tokenizer).items() if structure is None or t in structure}
     segments: list[tuple[str, bool]] = []
     run: list[int] = []
     for token in ids:
+        if token in drop:
+            continue
         if token in by_id:
             if run:
                 segments.append((tokenizer.decode(run, clean_up_tokenization_spaces=False), False))
                 run = []
             segments.append((by_id[token], True))
-        elif token not in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        else:
             run.append(token)
     if run:
         segments.append((tokenizer.decode(run, clean_up_tokenization_spaces=False), False))
     return segments
+
+
+def trace_segments_from_ids(tokenizer, ids: list[int]) -> list[tuple[str, bool]]:
+    """Token ids of a trace (a model's output, a tokenized document) as `tracer.format.parse_trace` segments:
+    structure only where a trace token's id stands, the ids between decoded as content."""
+    from tracer.format import TRACE_TOKENS
+
+    return segments_from_ids(tokenizer, ids, TRACE_TOKENS)
 
 
 def iter_heldout(source: Source) -> Iterator[tuple[str, object]]:

@@ -102,8 +102,13 @@ def export_hf(model, config, tokenizer, out_dir: Path, model_class=None) -> Path
 
     The folder keeps the trained architecture (`model_class`: CwmForCausalLM by default, or the class of the
     `--model.init` folder) and the tokenizer trained with. The exported config names the stock `sdpa`
-    attention: the folder must load where `cwm_packed` is unknown.
+    attention: the folder must load where `cwm_packed` is unknown. The tokenizer's chat template is the toolkit's
+    (`cwm.data.chat.CHAT_TEMPLATE`, replacing one an init folder brought): the model was mid-trained and
+    RL-trained on that layout, and a server's chat endpoint (vLLM refuses a model without a template) must render
+    conversations as the trainer, the forager and the evaluator do.
     """
+    from cwm.data.chat import CHAT_TEMPLATE
+
     if model_class is None:
         from transformers import CwmForCausalLM as model_class
 
@@ -115,6 +120,10 @@ def export_hf(model, config, tokenizer, out_dir: Path, model_class=None) -> Path
         hf.tie_weights()
         hf.generation_config.pad_token_id = tokenizer.pad_token_id
         hf.save_pretrained(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
+        template, tokenizer.chat_template = tokenizer.chat_template, CHAT_TEMPLATE
+        try:
+            tokenizer.save_pretrained(str(out_dir))
+        finally:
+            tokenizer.chat_template = template
     _barrier()
     return Path(out_dir)

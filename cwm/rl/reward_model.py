@@ -63,6 +63,12 @@ class Example:
     partial: float        # mean of the partial signals, in [0, 1]
     turns: int
     id: str = ""
+    segments: list | None = None  # (text, is_structure) pieces of `text`; None: all of it is content
+
+    @property
+    def model_input(self):
+        """What the reward model reads (`RewardModel.score_texts`)."""
+        return self.segments if self.segments is not None else self.text
 
     @property
     def target(self) -> float:
@@ -94,8 +100,9 @@ def shape_trajectories(rm: "RewardModel | None", trajs: list, tokenizer, weight:
 
     if rm is None or not trajs:
         return trajs, {}
-    texts = [tokenizer.decode(t.tokens, skip_special_tokens=False) for t in trajs]
-    scores = rm.score_texts(texts)
+    from cwm.data.documents import segments_from_ids
+
+    scores = rm.score_texts([segments_from_ids(tokenizer, t.tokens) for t in trajs])
     shaped = [dataclasses.replace(t, reward=shaped_reward(t.reward, s, weight)) for t, s in zip(trajs, scores)]
     passed = [s for s, t in zip(scores, trajs) if t.passed]
     failed = [s for s, t in zip(scores, trajs) if not t.passed]
@@ -163,19 +170,20 @@ def trajectory_signals(record: dict) -> dict[str, float]:
 
 def example_from_record(record: dict) -> Example | None:
     from cwm.data.chat import prompt_text
+    from cwm.data.documents import chat_prompt_segments
 
     schema = record.get("schema")
     if schema == TRAJECTORY_SCHEMA:
         signals = trajectory_signals(record)
         msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in record["messages"]]
         return Example(prompt_text(msgs), record.get("reward", -1) > 0, sum(signals.values()) / len(signals),
-                       sum(m["role"] == "assistant" for m in msgs), record.get("id", ""))
+                       sum(m["role"] == "assistant" for m in msgs), record.get("id", ""), chat_prompt_segments(msgs))
     if schema == SAMPLE_SCHEMA:
         task = record["task"]
         signals = codegen_signals(record["reply"], task["entry"], task["tests"])
         msgs = [{"role": "user", "content": task["prompt"]}, {"role": "assistant", "content": record["reply"]}]
         return Example(prompt_text(msgs), signals["tests_passed"] == 1.0 and signals["signature"] == 1.0,
-                       sum(signals.values()) / len(signals), 1, record.get("id", ""))
+                       sum(signals.values()) / len(signals), 1, record.get("id", ""), chat_prompt_segments(msgs))
     return None
 
 
@@ -259,10 +267,15 @@ class RewardModel:
         (path / "reward_model.json").write_text(json.dumps({"max_len": self.max_len, **meta}, indent=1))
         return path
 
-    def _encode(self, texts: Sequence[str]):
+    def _encode(self, texts: Sequence):
+        """Each item a text (all content: a code candidate) or (text, is_structure) segments (a conversation:
+        chat scaffolding special, messages content), encoded as `cwm.data.documents.prompt_ids` does, so no
+        text in an episode (a tool's output, the policy's reply) can become a special token."""
         import torch
 
-        rows = [self.tokenizer.encode(t, add_special_tokens=False)[-self.max_len:] or [self.tokenizer.pad_token_id]
+        from cwm.data.documents import prompt_ids
+
+        rows = [prompt_ids(self.tokenizer, t, bos=False)[-self.max_len:] or [self.tokenizer.pad_token_id]
                 for t in texts]  # the tail holds the outcome-bearing part: the last observations
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -282,7 +295,8 @@ class RewardModel:
         hidden = out.hidden_states[-1][torch.arange(len(texts)), last.to(device)]
         return self.head(hidden.float()).squeeze(-1)
 
-    def score_texts(self, texts: Sequence[str], batch_size: int = 16) -> list[float]:
+    def score_texts(self, texts: Sequence, batch_size: int = 16) -> list[float]:
+        """Scores in [0, 1]; each item a text or (text, is_structure) segments, as `_encode` reads them."""
         import torch
 
         self.backbone.eval()
@@ -300,6 +314,8 @@ def train(examples: list[Example], init: str, out: str | Path, *, epochs: int = 
     (each baseline in its better direction), measured on the same held-out examples."""
     import torch
 
+    from cwm.data.documents import prompt_ids
+
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)
@@ -315,7 +331,7 @@ def train(examples: list[Example], init: str, out: str | Path, *, epochs: int = 
         for i in range(0, len(fit), batch_size):
             batch = fit[i:i + batch_size]
             target = torch.tensor([e.target for e in batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(rm.logits([e.text for e in batch]), target)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(rm.logits([e.model_input for e in batch]), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -326,8 +342,8 @@ def train(examples: list[Example], init: str, out: str | Path, *, epochs: int = 
               "held_out_passed": sum(e.passed for e in held)}
     if held:
         labels = [e.passed for e in held]
-        scores = rm.score_texts([e.text for e in held])
-        lengths = [float(len(rm.tokenizer.encode(e.text, add_special_tokens=False))) for e in held]
+        scores = rm.score_texts([e.model_input for e in held])
+        lengths = [float(len(prompt_ids(rm.tokenizer, e.model_input, bos=False))) for e in held]
         turns = [float(e.turns) for e in held]
         both_ways = lambda s: max(auc(s, labels), auc([-x for x in s], labels))  # noqa: E731
         report.update(auc=auc(scores, labels), auc_length=both_ways(lengths), auc_turns=both_ways(turns))
@@ -360,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             examples = load_examples(args.trajectories, lambda n: bar.update(job, completed=n))
             if args.command == "score":
                 rm = RewardModel.load(args.model)
-                for ex, s in zip(examples, rm.score_texts([e.text for e in examples])):
+                for ex, s in zip(examples, rm.score_texts([e.model_input for e in examples])):
                     print(json.dumps({"id": ex.id, "score": round(s, 4), "passed": ex.passed}))
                 return 0
             job = bar.add_task("training", total=1)

@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
-from cwm.data.chat import CHAT_TEMPLATE
 from cwm.forager.collect import CollectConfig, collect
 from cwm.forager.policies import OpenAIPolicy
 from cwm.forager.sandbox import ExecResult, Sandbox, SandboxLimits
@@ -67,7 +66,6 @@ def test_grpo_with_rollouts_from_vllm_and_weights_pushed_each_step(tmp_path):
         pytest.skip(f"vLLM unavailable: {exc}")
     records = function_records("def f(x):\n    return x % 2\n", "f", list(range(10)))
     tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
-    tok.chat_template = CHAT_TEMPLATE   # vLLM's chat completions need one
     export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")   # head_dim 32: vLLM's CPU attention takes it
     write_shards(tmp_path / "traces", records)
     prompt = ChatFormat(tok).encode(task_from_record(records[3]).prompt(), first=True)

@@ -196,6 +196,20 @@ def test_export_reloads_as_the_same_architecture_with_the_same_logits(runs):
     assert not torch.equal(saved[next(iter(saved))], torch.zeros(()))
 
 
+def test_export_carries_the_chat_template_the_model_was_trained_on(runs):
+    """A server applies the exported tokenizer's chat template: it must render what the trainer's chat format
+    (`prompt_text`, BOS first as `ChatFormat.encode` puts it) renders, whatever template the init folder had."""
+    from transformers import AutoTokenizer
+
+    from cwm.data.chat import prompt_text
+
+    tok = AutoTokenizer.from_pretrained(runs["straight"] / "hf")
+    messages = [{"role": "system", "content": "You fix bugs."}, {"role": "user", "content": "test_add fails"},
+                {"role": "assistant", "content": "<tool: submit>\n</tool>"}, {"role": "tool", "content": "ok"}]
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == tok.bos_token + prompt_text(messages)
+
+
 @pytest.fixture
 def bad_folders(tmp_path, world):
     from transformers import BloomConfig, BloomForCausalLM
