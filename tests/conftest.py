@@ -1,6 +1,13 @@
-"""Fixtures shared across test folders. Imports only pytest at module level: the tracer's tests also run in
+"""Fixtures shared across test folders. Imports only pytest and the standard library at module level: the tracer's tests also run in
 bare Python 3.12/3.13 venvs that have nothing else installed."""
+import sys
+from pathlib import Path
+
 import pytest
+
+# tests/stand_ins.py imports as `stand_ins` (--import-mode=importlib puts no test folder on sys.path). Appended,
+# not prepended: a test folder's name (tracer/, eval/) must never shadow a package.
+sys.path.append(str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +63,6 @@ def hostile_tokens():
     """tests/tracer/hostile_tokens.py as a module: sources, locals, values and messages holding every special-token
     string (the tracer, packing and eval tests all trace it)."""
     import importlib.util
-    import sys
-    from pathlib import Path
 
     path = Path(__file__).resolve().parent / "tracer" / "hostile_tokens.py"
     spec = importlib.util.spec_from_file_location("cwm_tests_hostile_tokens", path)

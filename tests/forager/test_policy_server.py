@@ -12,8 +12,8 @@ import pytest
 from cwm.forager.collect import CollectConfig, collect
 from cwm.forager.episode import ContextOverflow, EpisodeConfig
 from cwm.forager.policies import OpenAIPolicy
-from cwm.forager.sandbox import ExecResult, Sandbox, SandboxLimits
 from cwm.forager.tasks import Task
+from stand_ins import null_sandbox
 
 CONTEXT = 1024
 
@@ -61,16 +61,7 @@ def server():
     httpd.shutdown()
 
 
-class NullSandbox(Sandbox):
-    """Every command succeeds with no output: these episodes end before any tool runs."""
-    isolation = "none"
-    limits = SandboxLimits()
-
-    def exec(self, command, timeout_s=120.0):
-        return ExecResult("", 0, False, 0.0)
-
-    def close(self):
-        pass
+NullSandbox = null_sandbox()
 
 
 def task(name: str, statement: str) -> Task:

@@ -113,21 +113,11 @@ def test_committee_config_bounds():
 def reviewer_model(tmp_path_factory):
     """A small random Llama with a BPE tokenizer that can spell JSON verdicts (head_dim 32 for vLLM's CPU
     attention); the server constrains its replies to the verdict schema, so random weights still answer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from stand_ins import save_tiny_llama
 
-    from cwm.data.tokenizer import train_bpe
-
-    out = tmp_path_factory.mktemp("reviewer")
     texts = ['{"score": 7, "tests": ["assert add(1, 2) == 3"], "issues": ["none"]}\n',
              "def add(a, b):\n    return a + b\n", "0123456789 []{}:,\""] * 40
-    tok = train_bpe(texts, 400, out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("reviewer"), texts, max_positions=1024)
 
 
 @pytest.mark.slow

@@ -15,27 +15,18 @@ import yaml
 from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
 from cwm.forager.collect import CollectConfig, collect
 from cwm.forager.policies import OpenAIPolicy
-from cwm.forager.sandbox import ExecResult, Sandbox, SandboxLimits
 from cwm.forager.tasks import Task
 from cwm.rl.envs.output_prediction import task_from_record
 from cwm.rl.generate import post_json
 from cwm.rl.recipe import load_recipe
 from cwm.rl.rollout import ChatFormat
 from cwm.rl.train import train
+from stand_ins import null_sandbox
 
 STEPS = 3
 
 
-class NullSandbox(Sandbox):
-    """Every command succeeds with no output: these episodes end before any tool runs."""
-    isolation = "none"
-    limits = SandboxLimits()
-
-    def exec(self, command, timeout_s=120.0):
-        return ExecResult("", 0, False, 0.0)
-
-    def close(self):
-        pass
+NullSandbox = null_sandbox()
 
 
 def greedy_logprob(model, ids: list[int]) -> tuple[int, float]:

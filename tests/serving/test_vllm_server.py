@@ -12,20 +12,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from stand_ins import save_tiny_llama
 
-    from cwm.data.tokenizer import train_bpe
-
-    out = tmp_path_factory.mktemp("llama")
     texts = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i * i)\n"] * 40
-    tok = train_bpe(texts, 400, out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"), texts, max_positions=512)
 
 
 def _complete(server, prompt, max_tokens):

@@ -1,4 +1,4 @@
-"""`--model.init DIR`: continuing a pretrained Hugging Face model (Llama, Qwen2, Qwen3, Cwm).
+"""`--model.init DIR`: continuing a pretrained Hugging Face model (Llama, Qwen2, Qwen3, Mistral, Cwm).
 
 A small random model saved with `save_pretrained`, with a BPE tokenizer that has none of the toolkit's special
 tokens, stands in for a pretrained one. The trainer runs in this process (`cwm.train.main`).
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 WORDS = ["def", "return", "for", "in", "range", "if", "else", "x", "y", "total", "+", "=", "(", ")", ":"]
-ARCHS = ["llama", "qwen2", "qwen3", "cwm"]
+ARCHS = ["llama", "qwen2", "qwen3", "mistral", "cwm"]
 STEPS = 10
 
 
@@ -48,6 +48,8 @@ def small_config(arch: str, vocab: int, eos: int):
         return transformers.Qwen2Config(**common, tie_word_embeddings=True)
     if arch == "qwen3":
         return transformers.Qwen3Config(**common, tie_word_embeddings=False)
+    if arch == "mistral":  # every layer's attention a sliding window, shorter than the test's documents
+        return transformers.MistralConfig(**common, sliding_window=16)
     return transformers.CwmConfig(**{**common, "num_hidden_layers": 4}, sliding_window=16, tie_word_embeddings=False,
                                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
 
