@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also run a tree search over the agent's turns per task, with the n episodes' "
                                 "budget of policy turns; reports search_resolved")
             p.add_argument("--budget", type=int, help="tree: policy turns per task (default n x max-turns)")
+            p.add_argument("--reward-model", help="tree: value states by this reward model (a folder from "
+                                                  "`python -m cwm.rl.reward_model train`) instead of the tests run")
         if name == "codegen":
             p.add_argument("--search", choices=("best-of-n", "rerank"),
                            help="also choose one of the n samples: best-of-n (CodeT dual agreement on tests the "
@@ -97,7 +99,15 @@ def make_suite(args):
         return TracePrediction(args.mode, args.max_len, args.depth)
     if args.suite == "codegen":
         return Codegen(search=args.search, reward_model=args.reward_model)
-    return SWE(max_turns=args.max_turns, search=args.search, budget=args.budget)
+    if args.reward_model:
+        from cwm.eval.harness import EvalInputError
+
+        if not args.search:
+            raise EvalInputError("--reward-model values the states of a tree search: add --search tree")
+        if not Path(args.reward_model, "reward_model.json").is_file():
+            raise EvalInputError(f"--reward-model {args.reward_model}: not a reward model folder (make one with "
+                                 "`python -m cwm.rl.reward_model train`)")
+    return SWE(max_turns=args.max_turns, search=args.search, budget=args.budget, reward_model=args.reward_model)
 
 
 def load_examples(args, console) -> tuple[list[dict], str]:

@@ -9,7 +9,8 @@ create/submit in a fresh container, `score` on submit); this module only picks t
 
 `--search tree` also runs, per task, a tree search over the agent's turns (`cwm.rl.search.tree_search`: best-first
 on the pass fraction of the tests the agent ran, backtracking to the best earlier state) with the budget the n
-episodes had (n x max_turns policy turns, or `--budget`), and reports `search_resolved` next to `resolved`.
+episodes had (n x max_turns policy turns, or `--budget`), and reports `search_resolved` next to `resolved`;
+`--reward-model DIR` values the states by a learned reward model instead.
 """
 from __future__ import annotations
 
@@ -78,14 +79,17 @@ class SWE:
     name = "swe"
 
     def __init__(self, max_turns: int = 32, bash_timeout_s: float = 120.0, test_timeout_s: float = 900.0,
-                 search: str | None = None, budget: int | None = None, branch: int = 3):
+                 search: str | None = None, budget: int | None = None, branch: int = 3,
+                 reward_model: str | None = None):
         self.max_turns, self.bash_timeout_s, self.test_timeout_s = max_turns, bash_timeout_s, test_timeout_s
-        self.search, self.budget, self.branch = search, budget, branch
+        self.search, self.budget, self.branch, self.reward_model = search, budget, branch, reward_model
+        self._value = None
         self._dc = None
 
     def settings(self) -> dict:
-        return {"max_turns": self.max_turns, **({"search": self.search, "budget": self.budget, "branch": self.branch}
-                                                if self.search else {})}
+        search = {"search": self.search, "budget": self.budget, "branch": self.branch,
+                  "value": f"reward model {self.reward_model}" if self.reward_model else "tests"}
+        return {"max_turns": self.max_turns, **(search if self.search else {})}
 
     def default_params(self) -> dict:
         return {"max_tokens": 1024}
@@ -131,14 +135,20 @@ class SWE:
         from dataclasses import asdict
 
         from cwm.rl.envs.swe import SWEEnv
-        from cwm.rl.search import tree_search
+        from cwm.rl.search import reward_model_value, tree_search, value_from_tests_run
 
+        if self._value is None:  # the reward model is loaded once, for every task
+            self._value = value_from_tests_run
+            if self.reward_model:
+                from cwm.rl.reward_model import RewardModel
+
+                self._value = reward_model_value(RewardModel.load(self.reward_model))
         policy = policy_for(backend, params)
         policy.start(task)
         budget = self.budget or params.n * self.max_turns
         r = tree_search(lambda: SWEEnv(task, sandbox, cfg),
                         lambda messages, k: [policy.act(messages).text for _ in range(k)],
-                        budget=budget, branch=self.branch, max_depth=self.max_turns)
+                        budget=budget, branch=self.branch, max_depth=self.max_turns, value=self._value)
         return {"mode": "tree", "budget": budget, **asdict(r)}
 
     def summary(self, rows: list[dict]) -> dict:

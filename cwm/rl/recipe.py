@@ -123,6 +123,9 @@ def load_recipe(name: str, overrides: list[str] = ()) -> RLRecipe:
         recipe.search.validate()
     except ValueError as e:
         raise RecipeError(f"recipe {path}: {e}") from None
+    if recipe.search.mode == "tree" and recipe.search.value == "reward_model" and not recipe.reward_model.path:
+        raise RecipeError(f"recipe {path}: search.value reward_model needs reward_model.path (a folder from "
+                          "`python -m cwm.rl.reward_model train`)")
     return recipe
 
 

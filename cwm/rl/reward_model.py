@@ -85,7 +85,11 @@ def load_term(term: RewardModelTerm, device=None) -> "RewardModel | None":
     term.validate()
     if term.weight <= 0:
         return None
-    rm = RewardModel.load(term.path)
+    return load_model(term.path, device)
+
+
+def load_model(path: str, device=None) -> "RewardModel":
+    rm = RewardModel.load(path)
     if device is not None:
         rm.backbone.to(device)
         rm.head.to(device)

@@ -166,6 +166,26 @@ def value_from_tests_run(messages: list[dict], info: dict) -> float | None:
     return None
 
 
+def reward_model_value(rm) -> Callable[[list[dict], dict], float]:
+    """A value function from a reward model (`cwm.rl.reward_model.RewardModel`, or anything with `score_texts`):
+    its score in [0, 1] of the conversation so far, read as the reward model was trained to read episodes (chat
+    scaffolding special, every message's text ordinary); a finished episode is valued by its outcome. Calls are
+    serialized: trees expand in a thread pool and one model serves them all."""
+    import threading
+
+    from cwm.data.documents import chat_prompt_segments
+
+    lock = threading.Lock()
+
+    def value(messages: list[dict], info: dict) -> float:
+        if info.get("done"):
+            return 1.0 if info.get("passed") else 0.0
+        with lock:
+            return float(rm.score_texts([chat_prompt_segments(messages)])[0])
+
+    return value
+
+
 @dataclass(eq=False)
 class SearchNode:
     """A state of an episode: the assistant turns that reach it from the task's start.
@@ -409,10 +429,14 @@ class TreeSearchConfig:
     budget: int = 0              # policy turns per tree; 0: group_size x rollout.max_turns (the independent group's)
     unknown_value: float = 0.5   # the value of a state no test has judged (a neutral prior on a pass fraction)
     max_live: int = 4            # environments (containers) a tree keeps open to step instead of replaying
+    value: str = "tests"         # tests: pass fraction of the last test run; reward_model: the recipe's
+    #                              reward_model.path scores every state (`reward_model_value`)
 
     def validate(self) -> None:
         if self.mode not in ("off", "tree"):
             raise ValueError(f"search.mode {self.mode!r}: use off or tree")
+        if self.value not in ("tests", "reward_model"):
+            raise ValueError(f"search.value {self.value!r}: use tests or reward_model")
         if self.branch < 1 or self.max_live < 1 or self.budget < 0:
             raise ValueError("search: branch and max_live must be at least 1, budget at least 0")
 
@@ -428,7 +452,8 @@ class _TokenPath:
 
 
 def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat, cfg, search: TreeSearchConfig,
-                        first_group_id: int = 0) -> list:
+                        first_group_id: int = 0,
+                        value: Callable[[list[dict], dict], float | None] = value_from_tests_run) -> list:
     """`n_groups` GRPO groups, each the ended episodes of one tree search over a drawn task (`TreeSearchConfig`).
 
     Every round expands one node per live tree and samples all their turns in one batch, as `rollout` does for
@@ -446,7 +471,7 @@ def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat
         with ThreadPoolExecutor(max_workers=max(1, cfg.env_workers)) as pool:
             futures = [pool.submit(SearchTree, lambda f=factory, i=index: f.make(i), branch=search.branch,
                                    max_depth=cfg.max_turns, unknown_value=search.unknown_value,
-                                   max_live=search.max_live) for factory, index in drawn]
+                                   max_live=search.max_live, value=value) for factory, index in drawn]
             errors = []
             for f in futures:  # keep every tree that was built, so the finally below closes it
                 try:

@@ -29,10 +29,10 @@ from cwm.rl.generate import DiskWeightPush, LocalGenerator, ServerGenerator
 from cwm.rl.learner import backward_batch, select
 from cwm.rl.producer import RolloutProducer
 from cwm.rl import committee as rl_committee
-from cwm.rl.reward_model import load_term, shape_trajectories
+from cwm.rl.reward_model import load_model as load_reward_model, load_term, shape_trajectories
 from cwm.rl.recipe import EnvSpec, RecipeError, RLRecipe, load_recipe
 from cwm.rl.rollout import ChatFormat, Trajectory, TaskSampler, rollout_groups
-from cwm.rl.search import tree_rollout_groups
+from cwm.rl.search import reward_model_value, tree_rollout_groups, value_from_tests_run
 
 
 # Episodes that end without the policy having had a fair turn: neither trained on nor counted in the rewards.
@@ -231,9 +231,14 @@ def train(recipe: RLRecipe, *, progress: bool = True) -> Path:
 
     max_staleness = recipe.grpo.max_staleness if gcfg.overlap else 0
     if recipe.search.mode == "tree":  # a group is the episodes one search tree ended
+        value = value_from_tests_run
+        if recipe.search.value == "reward_model":
+            value = reward_model_value(reward_model or load_reward_model(recipe.reward_model.path, device))
+
         def make_batch(i):
             return tree_rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,
-                                       recipe.rollout, recipe.search, first_group_id=i * recipe.groups_per_step)
+                                       recipe.rollout, recipe.search, first_group_id=i * recipe.groups_per_step,
+                                       value=value)
     else:
         def make_batch(i):
             return rollout_groups(sampler, recipe.groups_per_step, recipe.group_size, generator, chat,

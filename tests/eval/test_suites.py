@@ -58,3 +58,17 @@ def test_answers_are_parsed_leniently_and_scored_strictly():
     assert OutputPrediction.direct_answer(" `[1, 2]`  \n") == "[1, 2]"
     assert InputPrediction.answer("[1, (2, 3)], 'x)') == 4  # trailing") == "[1, (2, 3)], 'x)'"
     assert InputPrediction.answer("1, 2") is None
+
+
+def test_swe_reward_model_needs_a_tree_search_and_a_reward_model_folder(tmp_path, capsys):
+    from cwm.eval.cli import main
+
+    out = tmp_path / "out"
+    assert main(["swe", "--model", "oracle", "--reward-model", str(tmp_path), "-o", str(out), "--no-progress"]) == 2
+    assert main(["swe", "--model", "oracle", "--search", "tree", "--reward-model", str(tmp_path), "-o", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cwm-eval swe: --reward-model values the states of a tree search: add --search tree",
+                   f"cwm-eval swe: --reward-model {tmp_path}: not a reward model folder (make one with "
+                   "`python -m cwm.rl.reward_model train`)"]
+    assert not out.exists()

@@ -116,6 +116,13 @@ def test_trainer_adds_the_shaping_term_and_logs_it(tmp_path):
     # with dense scores every group has signal, even the all-failed ones the sparse reward would skip
     assert m["skipped_groups"] == 0
     assert m["mean_reward"] * 8 == round(m["mean_reward"] * 8)  # the logged reward stays the sparse ±1 mean
+    # the same model as a tree search's value (no shaping term): loaded although the term's weight is 0
+    recipe.update(out=str(tmp_path / "rl-tree"), reward_model={"path": str(tmp_path / "rm"), "weight": 0.0},
+                  search={"mode": "tree", "value": "reward_model", "branch": 4, "budget": 4})
+    (tmp_path / "tree.yaml").write_text(yaml.safe_dump(recipe))
+    train(load_recipe(str(tmp_path / "tree.yaml")), progress=False)
+    (m,) = [json.loads(line) for line in (tmp_path / "rl-tree" / "metrics.jsonl").read_text().splitlines()]
+    assert m["search/nodes_expanded"] == 1.0 and "reward_model/score_failed" not in m
 
 
 def test_episode_text_never_becomes_special_tokens_for_the_reward_model():

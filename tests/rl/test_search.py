@@ -359,3 +359,34 @@ def test_tree_search_resolves_more_forager_tasks_than_independent_episodes(tmp_p
             tree += b.resolved
     print(f"three-bug forager tasks x 2 seeds: tree search resolved {tree}/8, independent episodes {indep}/8")
     assert tree >= indep + 2
+
+
+def test_a_reward_model_can_be_the_search_value(tmp_path):
+    """`reward_model_value`: every unfinished state is scored by the model on the conversation's segments (chat
+    scaffolding as structure), a finished one by its outcome; the search follows the model's preference. And a
+    recipe that asks for it without a reward model is refused in one line."""
+    import yaml
+
+    from cwm.rl.recipe import RecipeError, load_recipe
+    from cwm.rl.search import SearchTree, reward_model_value
+
+    class PrefersDown:  # a stand-in reward model: likes conversations with many "down" turns
+        seen = []
+
+        def score_texts(self, items):
+            self.seen += items
+            return [0.05 + sum(text == "down" for text, structure in item if not structure) / 10 for item in items]
+
+    scorer = PrefersDown()
+    tree = SearchTree(_Dial, branch=3, max_depth=12, value=reward_model_value(scorer))
+    up = tree.expand(tree.root, "up")
+    down = tree.expand(tree.root, "down")
+    end = tree.expand(tree.root, "submit")
+    assert (up.own, down.own, end.own) == pytest.approx((0.05, 0.15, 0.0))  # the failed end: its outcome
+    assert all(isinstance(item, list) and any(structure for _, structure in item) for item in scorer.seen)
+    assert tree.select() is down  # the model's favourite, though the tests say "up" made progress
+    tree.close()
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"envs": [{"kind": "output_prediction", "shards": "x"}],
+                                                     "search": {"mode": "tree", "value": "reward_model"}}))
+    with pytest.raises(RecipeError, match="search.value reward_model needs reward_model.path"):
+        load_recipe(str(tmp_path / "r.yaml"))
