@@ -160,27 +160,39 @@ class WorldModelEval:
 
 
 class _EntryReturned:
-    """A stopping criterion: a row is done once the entry's return frame is complete (nested calls counted)."""
+    """A stopping criterion: a row is done once the frame that ends the entry is complete.
+
+    Depth is followed from the frame kinds as `trace_text.entry_result` follows it: a call enters a scope, a
+    return leaves one, and an exception frame right after another exception frame means the exception left the
+    scope it was raised in (a caught one is followed by any other frame). So a callee that raises inside a `try`
+    of the entry does not leave the count one too deep. (An entry that raises itself ends the trace: EOS stops it.)
+    """
 
     def __init__(self, ids: dict, rows: int, width: int):
-        self.call, self.ret, self.frame = ids[CALL_SEP], ids[RETURN_SEP], ids[FRAME_SEP]
-        self.width = width
+        self.call, self.ret, self.exc, self.frame = ids[CALL_SEP], ids[RETURN_SEP], ids[EXCEPTION_SEP], ids[FRAME_SEP]
         self.depth = [1] * rows
-        self.closing = [False] * rows
+        self.kind = [None] * rows            # the kind token of the frame being written
+        self.after_exception = [False] * rows  # the last complete frame was an exception frame
+        self.closing = [False] * rows        # the frame being written ends the entry
+        self.done = [False] * rows
         self.seen = width
 
     def __call__(self, input_ids, scores, **kwargs):
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for row in range(input_ids.shape[0]):
             for token in input_ids[row, self.seen:].tolist():
-                if self.closing[row] and token == self.frame:
-                    self.closing[row] = "done"
-                elif token == self.call:
+                if self.done[row]:
+                    break
+                if token == self.frame:
+                    self.done[row] = self.closing[row]
+                    self.after_exception[row], self.kind[row] = self.kind[row] == self.exc, None
+                    continue
+                if token == self.call:
                     self.depth[row] += 1
-                elif token == self.ret:
+                elif token == self.ret or (token == self.exc and self.after_exception[row]):
                     self.depth[row] -= 1
-                    self.closing[row] = self.closing[row] or self.depth[row] == 0
-            done[row] = self.closing[row] == "done"
+                    self.closing[row] = self.depth[row] == 0
+                if token in (self.call, self.ret, self.exc):
+                    self.kind[row] = token
         self.seen = input_ids.shape[1]
-        return done
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 

@@ -28,3 +28,26 @@ def test_frames_compared_by_content():
     b = '<|line_sep|>{"y": "..", "x": "1"}<|action_sep|>    y = x<|frame_sep|>'
     c = '<|line_sep|>{"x": "2", "y": ".."}<|action_sep|>    y = x\n<|frame_sep|>'
     assert frame_key("line", a) == frame_key("line", b) != frame_key("line", c)
+
+
+def test_generation_stops_exactly_where_the_entry_returned():
+    """The in-training eval's stopping criterion, fed a real trace's continuation one token at a time (as generate
+    does): it fires at the separator that completes the entry's return frame — the trace's last token — and never
+    before, including when a callee raises inside the entry's `try`; an entry that raises ends the trace itself
+    (EOS), so the criterion stays quiet."""
+    import re
+
+    import torch
+
+    from cwm.eval.world_model import _EntryReturned
+    from tracer.format import TRACE_TOKENS
+
+    ids = {t: i + 1 for i, t in enumerate(TRACE_TOKENS)}  # content characters are id 0
+    split = re.compile("(" + "|".join(re.escape(t) for t in TRACE_TOKENS) + ")")
+    for code, args, (value, raised) in CASES:
+        text = render_trace(trace_function(code, "f", args))
+        tokens = [t for piece in split.split(text[prompt_end(text):]) if piece
+                  for t in ([ids[piece]] if piece in ids else [0] * len(piece))]
+        stop = _EntryReturned(ids, 1, 0)
+        fired = [bool(stop(torch.tensor([tokens[:n]]), None)[0]) for n in range(1, len(tokens) + 1)]
+        assert fired == ([False] * (len(tokens) - 1) + [not raised]), code
