@@ -145,11 +145,11 @@ def test_tree_search_vs_independent_episodes():
 
 
 def test_tree_groups_vs_independent_groups():
-    """The search as an RL rollout generator: a GRPO group is the episodes one tree ended (the loop of
-    `cwm.rl.search.tree_rollout_groups`, here at message level with the fixture agent) vs group_size independent
-    episodes; the same budget of policy turns (group_size x max_turns)."""
+    """The search as an RL rollout generator: a GRPO group is the episodes one tree ended (`tree_search` with
+    `episodes=group`: the message-level twin of `cwm.rl.search.tree_rollout_groups`, run with the fixture agent) vs
+    `group` independent episodes; the same budget of policy turns (group x max_turns)."""
     from signal_helpers import FixtureAgent, calc_env_maker, calc_tasks
-    from cwm.rl.search import SearchTree
+    from cwm.rl.search import independent_episodes, tree_search
 
     group, depth, seeds = 4, 12, range(4)
     budget = group * depth
@@ -159,41 +159,16 @@ def test_tree_groups_vs_independent_groups():
         print(f"\nGRPO groups of {group} on the {len(tasks)} two-bug tasks x {len(seeds)} seeds, at most {budget} "
               f"policy turns a group ({machine()})")
         print("arm | groups with signal | episodes passed | episodes | turns | s")
-        for arm in ("independent", "tree"):
+        for arm, run in (("independent", independent_episodes), ("tree", tree_search)):
             signal = passed = episodes = turns = 0
             t0 = time.monotonic()
             for seed in seeds:
                 for i, task in enumerate(tasks):
-                    make, agent = calc_env_maker(task, repo), FixtureAgent(seed * 100 + i)
-                    outcomes = []
-                    if arm == "independent":
-                        for _ in range(group):
-                            env = make()
-                            try:
-                                messages = list(env.reset())
-                                for _ in range(depth):
-                                    (turn,) = agent(messages, 1)
-                                    turns += 1
-                                    r = env.step(turn)
-                                    messages += [{"role": "assistant", "content": turn}] + r.observation
-                                    if r.done:
-                                        break
-                                outcomes.append(bool(r.done and r.reward > 0))
-                            finally:
-                                env.close()
-                    else:
-                        tree, spent = SearchTree(make, branch=3, max_depth=depth), 0
-                        try:
-                            while spent < budget and len(tree.ended) < group and (node := tree.select()):
-                                (turn,) = agent(node.messages, 1)
-                                spent += 1
-                                tree.expand(node, turn)
-                        finally:
-                            tree.close()
-                        turns += spent
-                        outcomes = [leaf.passed for leaf in tree.ended]
-                    signal += len(set(outcomes)) == 2
-                    passed += sum(outcomes)
-                    episodes += len(outcomes)
+                    r = run(calc_env_maker(task, repo), FixtureAgent(seed * 100 + i), budget=budget, max_depth=depth,
+                            episodes=group)
+                    signal += len(set(r.outcomes)) == 2
+                    passed += sum(r.outcomes)
+                    episodes += len(r.outcomes)
+                    turns += r.turns_sampled
             n = len(tasks) * len(seeds)
             print(f"{arm} | {signal}/{n} | {passed} | {episodes} | {turns} | {time.monotonic() - t0:.0f}")

@@ -36,6 +36,7 @@ class Codegen:
 
     def __init__(self, search: str | None = None, reward_model: str | None = None):
         self.search, self.reward_model = search, reward_model   # cwm-eval codegen --search (cwm/rl/search.py)
+        self._scorer = None  # the reward model's score_texts, loaded once for every batch the harness runs
 
     def settings(self) -> dict:
         return {"search": self.search, "reward_model": self.reward_model} if self.search else {}
@@ -61,8 +62,12 @@ class Codegen:
         if self.search:
             from cwm.rl.search import eval_codegen_search
 
+            if self.reward_model and self._scorer is None:
+                from cwm.rl.reward_model import RewardModel
+
+                self._scorer = RewardModel.load(self.reward_model).score_texts
             try:
-                eval_codegen_search(self.search, backend, examples, rows, params, reward_model=self.reward_model)
+                eval_codegen_search(self.search, backend, examples, rows, params, scorer=self._scorer)
             except ValueError as e:
                 raise EvalInputError(str(e)) from None
         return rows

@@ -30,7 +30,6 @@ import ast
 import importlib.util
 import json
 import random
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,6 @@ from typing import Sequence
 PARTIAL_CAP = 0.5
 SAMPLE_SCHEMA = "cwm.codegen_sample/1"
 TRAJECTORY_SCHEMA = "cwm.trajectory/1"
-_SUMMARY = re.compile(r"(\d+) (passed|failed|error|errors)\b")
-
-
 @dataclass
 class RewardModelTerm:
     """The recipe's `reward_model:` section: a dense shaping term from a trained reward model (off by default)."""
@@ -157,17 +153,11 @@ def _accepts(args: ast.arguments, n: int) -> bool:
 
 
 def trajectory_signals(record: dict) -> dict[str, float]:
-    """tests_passed (the last test summary an observation showed; 0 if none) and submitted_patch."""
-    frac = 0.0
-    for m in reversed(record.get("messages", [])):
-        if m.get("role") != "tool":
-            continue
-        counts = {"passed": 0, "failed": 0}
-        for n, kind in _SUMMARY.findall(m.get("content") or ""):
-            counts["passed" if kind == "passed" else "failed"] += int(n)
-        if sum(counts.values()):
-            frac = counts["passed"] / sum(counts.values())
-            break
+    """tests_passed (the last test summary an observation showed; 0 if none: the tree search's value,
+    `cwm.rl.search.value_from_tests_run`) and submitted_patch."""
+    from cwm.rl.search import value_from_tests_run
+
+    frac = value_from_tests_run(record.get("messages", []), {}) or 0.0
     submitted = record.get("outcome") == "submitted" and bool((record.get("patch") or "").strip())
     return {"tests_passed": frac, "submitted_patch": float(submitted)}
 

@@ -23,7 +23,6 @@ recipe's `search: {mode: tree}`), a GRPO group is the episodes one tree ended.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import re
 import sys
@@ -159,7 +158,7 @@ def value_from_tests_run(messages: list[dict], info: dict) -> float | None:
         if m.get("role") != "tool":
             continue
         counts = {"passed": 0, "failed": 0}
-        for n, kind in _PYTEST_SUMMARY.findall(m.get("content", "")):
+        for n, kind in _PYTEST_SUMMARY.findall(m.get("content") or ""):
             counts["passed" if kind == "passed" else "failed"] += int(n)
         if sum(counts.values()):
             return counts["passed"] / sum(counts.values())
@@ -345,8 +344,9 @@ class SearchResult:
     best_turns: list[str]       # the turns of the passing episode, else of the most valuable state seen
     turns_sampled: int          # policy turns spent (the budget's unit)
     nodes_expanded: int
-    episodes_finished: int
+    episodes_finished: int      # episodes the environment ended (submitted, or a malformed turn)
     replays: int = 0            # children reached by replaying turns in a fresh environment
+    outcomes: list[bool] = field(default_factory=list)  # passed, per ended episode (cut at max_depth: False)
 
 
 def replay(make_env: Callable[[], object], turns: list[str]):
@@ -368,53 +368,54 @@ def replay(make_env: Callable[[], object], turns: list[str]):
 
 def tree_search(make_env: Callable[[], object], policy: Callable[[list[dict], int], list[str]], *, budget: int,
                 branch: int = 3, max_depth: int = 8, unknown_value: float = 0.5, max_live: int = 4,
-                value: Callable[[list[dict], dict], float | None] = value_from_tests_run) -> SearchResult:
-    """Search (`SearchTree`) until an episode passes or `budget` policy turns have been sampled.
-    `policy(messages, k)` returns k sampled next turns for a conversation."""
+                value: Callable[[list[dict], dict], float | None] = value_from_tests_run,
+                episodes: int = 0) -> SearchResult:
+    """Search (`SearchTree`) until an episode passes (or, with `episodes` > 0, until that many episodes ended: an
+    RL group's worth) or `budget` policy turns have been sampled. `policy(messages, k)` returns k sampled next
+    turns for a conversation."""
     tree = SearchTree(make_env, branch=branch, max_depth=max_depth, unknown_value=unknown_value,
                       max_live=max_live, value=value)
     sampled = 0
     try:
-        while sampled < budget and (node := tree.select()) is not None:
+        while sampled < budget and (not episodes or len(tree.ended) < episodes) and (node := tree.select()):
             (turn,) = policy(node.messages, 1)
             sampled += 1
             child = tree.expand(node, turn)
-            if child is not None and child.passed:
+            if not episodes and child is not None and child.passed:
                 break
         best = tree.best()
-        return SearchResult(best.passed, best.turns, sampled, tree.nodes_expanded,
-                            sum(n.done for n in tree.ended), tree.replays)
+        return SearchResult(best.passed, best.turns, sampled, tree.nodes_expanded, sum(n.done for n in tree.ended),
+                            tree.replays, [n.passed for n in tree.ended])
     finally:
         tree.close()
 
 
 def independent_episodes(make_env: Callable[[], object], policy: Callable[[list[dict], int], list[str]], *,
-                         budget: int, max_depth: int = 8) -> SearchResult:
-    """The baseline at the same budget: whole episodes one after another, until one passes or the budget of
-    policy turns is spent."""
-    sampled = finished_count = 0
-    while sampled < budget:
+                         budget: int, max_depth: int = 8, episodes: int = 0) -> SearchResult:
+    """The baseline at the same budget: whole episodes one after another, until one passes (or, with `episodes`
+    > 0, until that many ended) or the budget of policy turns is spent."""
+    sampled, outcomes, done, passing = 0, [], 0, []
+    while sampled < budget and (len(outcomes) < episodes if episodes else not passing):
         env = make_env()
         try:
-            messages = list(env.reset())
-            turns = []
-            for _ in range(max_depth):
-                if sampled >= budget:
-                    break
+            messages, turns, result = list(env.reset()), [], None
+            while len(turns) < max_depth and sampled < budget:
                 (turn,) = policy(messages, 1)
                 sampled += 1
                 turns.append(turn)
-                messages.append({"role": "assistant", "content": turn})
                 result = env.step(turn)
-                messages += result.observation
+                messages += [{"role": "assistant", "content": turn}] + result.observation
                 if result.done:
-                    finished_count += 1
-                    if result.reward > 0:
-                        return SearchResult(True, turns, sampled, finished_count, finished_count)
                     break
+            if result is not None and result.done:
+                done += 1
+                outcomes.append(result.reward > 0)
+                passing = passing or (turns if result.reward > 0 else [])
+            elif len(turns) == max_depth:  # cut at max_depth: a failed episode
+                outcomes.append(False)
         finally:
             env.close()
-    return SearchResult(False, [], sampled, finished_count, finished_count)
+    return SearchResult(bool(passing), passing, sampled, done, done, 0, outcomes)
 
 
 # -- tree search as an RL rollout generator ------------------------------------------------------------------
@@ -449,6 +450,7 @@ class _TokenPath:
     logprobs: list[float]
     version: int
     info: dict
+    outcome: str | None = None   # set when the node's episode ends: done, turn_limit, token_limit, prompt_too_long
 
 
 def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat, cfg, search: TreeSearchConfig,
@@ -480,12 +482,11 @@ def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat
                     errors.append(e)
             if errors:
                 raise errors[0]
-            outcome: dict[int, str] = {}
             for tree in trees:
                 ids = chat.encode(tree.root.messages, first=True)
                 tree.root.data = _TokenPath(ids, [0] * len(ids), [0.0] * len(ids), generator.version, {})
                 if not fits(tree.root.data):
-                    outcome[id(tree.root)] = "prompt_too_long"  # never sampled: not the policy's doing
+                    tree.root.data.outcome = "prompt_too_long"  # never sampled: not the policy's doing
                     tree.end(tree.root)
             spent = [0] * len(trees)
             while True:
@@ -511,16 +512,16 @@ def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat
                                       min(p.version, version), {**p.info, **child.result.info})
                     child.data = path
                     if child.done:
-                        outcome[id(child)] = "done"
-                    elif child in trees[k].ended:
-                        outcome[id(child)] = "turn_limit"
+                        path.outcome = "done"
+                    elif not child.open:  # expand ended it at max_depth
+                        path.outcome = "turn_limit"
                     else:
                         obs = chat.encode(child.result.observation, first=False, close_turn=not s.stopped)
                         path.tokens += obs
                         path.mask += [0] * len(obs)
                         path.logprobs += [0.0] * len(obs)
                         if not fits(path):
-                            outcome[id(child)] = "token_limit"
+                            path.outcome = "token_limit"
                             trees[k].end(child)
             for k, (tree, (factory, index)) in enumerate(zip(trees, drawn)):
                 stats = {"turns_sampled": spent[k], "nodes_expanded": tree.nodes_expanded,
@@ -529,7 +530,7 @@ def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat
                     p = leaf.data
                     t = Trajectory(env=tree.env_name or factory.name, task=index, group=first_group_id + k,
                                    tokens=p.tokens, mask=p.mask, logprobs=p.logprobs, version=p.version,
-                                   turns=leaf.depth, info={**p.info, "outcome": outcome[id(leaf)], "search": stats})
+                                   turns=leaf.depth, info={**p.info, "outcome": p.outcome, "search": stats})
                     if leaf.done:
                         t.reward = leaf.result.reward
                         t.passed = bool(leaf.result.info.get("passed", leaf.result.reward > 0))
@@ -544,23 +545,6 @@ def tree_rollout_groups(sampler, n_groups: int, group_size: int, generator, chat
 
 TEST_PROMPT = ("Write {m} different assert statements, one per line, that test a correct `{entry}` for this "
                "task. Only the asserts, in one ```python block.\n\n{prompt}")
-
-
-def chat_sampler(base_url: str, model: str, *, temperature: float = 0.8, max_tokens: int = 512,
-                 timeout_s: float = 120.0) -> Callable[[list[dict], int], list[str]]:
-    """policy(messages, k): k completions from an OpenAI-compatible chat endpoint (vLLM, SGLang, …)."""
-    from cwm.rl.generate import post_json
-
-    url = base_url.rstrip("/")
-    url = url if url.endswith("/v1") else url + "/v1"
-
-    def sample(messages: list[dict], k: int) -> list[str]:
-        reply = post_json(f"{url}/chat/completions", {"model": model, "messages": messages, "n": k,
-                                                      "temperature": temperature, "max_tokens": max_tokens},
-                          timeout_s)
-        return [c["message"]["content"] or "" for c in reply["choices"]]
-
-    return sample
 
 
 def _grade(task, code: str, limits: Limits) -> bool:
@@ -603,7 +587,7 @@ def search_codegen(tasks, policy, *, n: int, m: int, mode: str, scorer=None, lim
 # -- cwm-eval codegen --search ----------------------------------------------------------------------------------
 
 def eval_codegen_search(mode: str, backend, examples: list[dict], rows: list[dict], params, *, m: int = 8,
-                        reward_model: str | None = None) -> None:
+                        scorer: Callable[[Sequence[str]], Sequence[float]] | None = None) -> None:
     """`cwm-eval codegen --search MODE`: choose one of each task's n samples (already graded by the hidden tests
     in `rows`) and record it as `row["search"] = {"mode", "chosen", "passed", "scores"}`.
 
@@ -626,13 +610,10 @@ def eval_codegen_search(mode: str, backend, examples: list[dict], rows: list[dic
             row["search"] = {"mode": mode, "chosen": chosen, "passed": row["samples"][chosen]["passed"],
                              "tests": len(tests), "scores": scores}
     elif mode == "rerank":
-        if not reward_model:
+        if scorer is None:
             raise ValueError("--search rerank needs --reward-model DIR (python -m cwm.rl.reward_model train)")
-        from cwm.rl.reward_model import RewardModel
-
-        rm = RewardModel.load(reward_model)
         for ex, row in zip(examples, rows):
-            chosen, scores = rerank([ex["prompt"] + s["completion"] for s in row["samples"]], rm.score_texts)
+            chosen, scores = rerank([ex["prompt"] + s["completion"] for s in row["samples"]], scorer)
             row["search"] = {"mode": mode, "chosen": chosen, "passed": row["samples"][chosen]["passed"],
                              "scores": scores}
     else:

@@ -390,3 +390,21 @@ def test_a_reward_model_can_be_the_search_value(tmp_path):
                                                      "search": {"mode": "tree", "value": "reward_model"}}))
     with pytest.raises(RecipeError, match="search.value reward_model needs reward_model.path"):
         load_recipe(str(tmp_path / "r.yaml"))
+
+
+def test_group_mode_collects_episodes_instead_of_stopping_at_a_pass():
+    """`episodes=N` (what an RL group needs): both searches go on past a passing episode until N episodes ended,
+    and `outcomes` are those episodes' verdicts, checked against a replay of the tree's ended leaves."""
+    from cwm.rl.search import independent_episodes, tree_search
+
+    past_a_pass = 0
+    for seed in range(8):
+        a = independent_episodes(_Dial, _dial_policy(seed), budget=400, max_depth=12, episodes=4)
+        assert len(a.outcomes) == 4 and a.episodes_finished <= 4 and a.resolved == any(a.outcomes)
+        b = tree_search(_Dial, _dial_policy(seed), budget=400, max_depth=12, episodes=4)
+        assert len(b.outcomes) <= 4 and b.resolved == any(b.outcomes)  # fewer only when the tree ran out of nodes
+        past_a_pass += (a.outcomes.count(True) > 1) + (b.outcomes.count(True) > 1)
+        for first in (tree_search(_Dial, _dial_policy(seed), budget=400, max_depth=12),
+                      independent_episodes(_Dial, _dial_policy(seed), budget=400, max_depth=12)):
+            assert first.outcomes.count(True) == first.resolved and (not first.resolved or first.outcomes[-1])
+    assert past_a_pass > 0
