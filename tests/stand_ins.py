@@ -34,3 +34,18 @@ def save_tiny_llama(out, texts: list[str], max_positions: int = 512):
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+def one_source_recipe(root, texts: list[str], *, seq_len: int = 128, window: int = 4):
+    """A mid-training recipe with one jsonl source holding `texts` (root/data/a.jsonl), written to
+    root/recipe.yaml; returns its path."""
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"seq_len: {seq_len}\npack_window_rows: {window}\nsources:\n"
+                      f"  a: {{kind: jsonl, paths: [\"{root}/data/*.jsonl\"], weight: 1.0}}\n")
+    return recipe

@@ -44,7 +44,7 @@ def test_planted_near_duplicates_are_found_at_the_threshold(tmp_path):
     near = {f"near{i:04d}": edited(rng, originals[i * 7], f"near{i:04d}", 0.15) for i in range(25)}
     far = {f"far{i:04d}": edited(rng, originals[i * 11], f"far{i:04d}", 0.5) for i in range(10)}
     stream = originals + list(near.values()) + list(far.values())
-    rng.shuffle(stream[300:])
+    stream[300:] = rng.sample(stream[300:], len(stream) - 300)  # planted copies interleaved, not in blocks
     src = tmp_path / "src"
     with ShardWriter(src, "traces", max_samples=100) as w:
         for r in stream:

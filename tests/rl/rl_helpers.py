@@ -210,12 +210,12 @@ def policy_runs(t) -> list[list[int]]:
     return runs + ([current] if current else [])
 
 
-def output_prediction_recipe(tmp_path, tasks: int, **fields) -> dict:
-    """A tiny RL recipe on `tasks` output-prediction tasks of one function: its tokenizer, a random tiny model
+def output_prediction_recipe(tmp_path, tasks: int, source: str = "def f(x):\n    return x % 3\n", **fields) -> dict:
+    """A tiny RL recipe on `tasks` output-prediction tasks of `source`'s f: its tokenizer, a random tiny model
     exported to tmp_path/init and the trace shards are written; `fields` override the recipe's defaults here."""
     from cwm.rl.envs.output_prediction import task_from_record
 
-    records = function_records("def f(x):\n    return x % 3\n", "f", list(range(tasks)))
+    records = function_records(source, "f", list(range(tasks)))
     tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
     export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
     write_shards(tmp_path / "traces", records)

@@ -149,25 +149,18 @@ def test_committee_of_two_prompts_on_a_real_vllm_server(reviewer_model, vllm_ser
 def test_trainer_adds_the_committee_term_and_logs_it(tmp_path):
     import yaml
 
-    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
-    from cwm.rl.envs.output_prediction import task_from_record
+    from rl_helpers import output_prediction_recipe
     from cwm.rl.recipe import load_recipe
     from cwm.rl.train import train
 
-    records = function_records("def f(x):\n    return x % 2\n", "f", list(range(4)))
-    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
-    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
-    write_shards(tmp_path / "traces", records)
     fake = FakeReviewers()
     try:
-        recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 1, "seed": 0,
-                  "groups_per_step": 2, "group_size": 2, "checkpoint_every": 0, "generator": {"overlap": False},
-                  "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1}},
-                  "committee": {"weight": 0.5, "timeout_s": 5, "reviewers": [
-                      {"name": "a", "base_url": fake.url, "model": "good-8"},
-                      {"name": "b", "base_url": fake.url, "model": "good-6"},
-                      {"name": "c", "base_url": fake.url, "model": "garbage"}]},
-                  "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
+        recipe = output_prediction_recipe(
+            tmp_path, 4, "def f(x):\n    return x % 2\n", steps=1, groups_per_step=2, group_size=2,
+            committee={"weight": 0.5, "timeout_s": 5, "reviewers": [
+                {"name": "a", "base_url": fake.url, "model": "good-8"},
+                {"name": "b", "base_url": fake.url, "model": "good-6"},
+                {"name": "c", "base_url": fake.url, "model": "garbage"}]})
         (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
         train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
     finally:
@@ -176,3 +169,25 @@ def test_trainer_adds_the_committee_term_and_logs_it(tmp_path):
     # agreement 0.8 each: score (0.8 + 0.6) / 2; the garbage reviewer dropped on each of the 4 episodes
     assert m["committee/score"] == pytest.approx(0.7) and m["committee/agreement"] == pytest.approx(0.8)
     assert m["committee/dropped"] == 4.0
+
+
+def test_committee_term_moves_each_reward_by_its_own_score():
+    """The shaping itself, on a stand-in committee whose verdict depends on the episode: reward + w·(score − 0.5),
+    no change where every reviewer was dropped, the originals untouched (they keep the sparse reward for logs)."""
+    from types import SimpleNamespace
+
+    from cwm.rl.committee import shape_trajectories
+    from cwm.rl.rollout import Trajectory
+
+    class Stand_in:
+        def review(self, task, text):
+            score = {"good": 0.9, "bad": 0.2}.get(text)
+            return SimpleNamespace(score=score, agreement=None if score is None else 1.0,
+                                   dropped=[] if score is not None else ["a: timed out"])
+
+    tokenizer = SimpleNamespace(decode=lambda ids, **kw: {1: "good", 2: "bad", 3: "???"}[ids[0]])
+    trajs = [Trajectory("e", 0, 0, [i], [1], [0.0], 0, reward=r) for i, r in ((1, 1.0), (2, -1.0), (3, -1.0))]
+    shaped, m = shape_trajectories(Stand_in(), trajs, tokenizer, 0.5)
+    assert [t.reward for t in shaped] == pytest.approx([1.0 + 0.5 * 0.4, -1.0 - 0.5 * 0.3, -1.0])
+    assert [t.reward for t in trajs] == [1.0, -1.0, -1.0]
+    assert m == {"committee/score": pytest.approx(0.55), "committee/agreement": 1.0, "committee/dropped": 1.0}

@@ -420,3 +420,22 @@ def _two_objects():
     weird = _Nul()
     c = a
     return c
+
+
+def test_a_return_or_exception_value_alone_is_stabilised(here, backend):
+    """The only address of a scope is in its return value (or its exception's message): the record still shows an
+    ordinal, not the run's address, so two runs give the same record."""
+    from tracer import TraceConfig, trace_call
+
+    for fn, kind in ((_make_object, "return"), (_raise_with_object, "exception")):
+        runs = [trace_call(fn, config=TraceConfig(root=str(here), backend=backend))[0]["frames"] for _ in range(2)]
+        (value,) = [f["value"] for f in runs[0] if f["kind"] == kind][-1:]
+        assert "at 0x1>" in value and json.dumps(runs[0]) == json.dumps(runs[1]), (kind, value)
+
+
+def _make_object():
+    return object()
+
+
+def _raise_with_object():
+    raise ValueError(repr(object()))

@@ -73,3 +73,24 @@ def test_flops_count_each_document_and_window_not_the_row():
     assert flops_per_row(config, 1000, docs) == want
     # The same tokens as one document cost more attention: the row is not charged as one sequence.
     assert flops_per_row(config, 1000, [26]) > want
+
+
+def test_real_documents_and_matmul_parameters_of_the_mfu_count():
+    """The two inputs of the logged MFU besides the kernel count: a row's real documents (the trailing padding
+    document is not work) and the matrices that multiply activations (a tied output head still multiplies)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from cwm.model.config import matmul_parameters
+    from cwm.train import _doc_lengths
+
+    source_ids = torch.tensor([[0] * 5 + [1] * 20 + [0] + [-1] * 6])
+    assert _doc_lengths({"cu_seqlens": torch.tensor([0, 5, 25, 26, 32]), "source_ids": source_ids}) == [5, 20, 1]
+    counts = []
+    for tied in (True, False):
+        config = Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+        model = Qwen2ForCausalLM(config)
+        counts.append(matmul_parameters(model, config))
+    by_hand = 16 * 16 * 2 + 16 * 8 * 2 + 3 * 16 * 32 + 50 * 16  # q, o; k, v; the MLP; the output head
+    assert counts == [by_hand, by_hand]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stand_ins import one_source_recipe
 
 WORDS = ["def", "return", "for", "in", "range", "if", "else", "x", "y", "total", "+", "=", "(", ")", ":"]
 ARCHS = ["llama", "qwen2", "qwen3", "mistral", "cwm"]
@@ -69,16 +70,7 @@ def save_pretrained_stand_in(folder: Path, arch: str, texts, seed: int = 0) -> P
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     texts = _texts()
-    (root / "data").mkdir()
-    (root / "data" / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    recipe = root / "recipe.yaml"
-    recipe.write_text(f"""
-seq_len: 128
-pack_window_rows: 4
-sources:
-  a: {{kind: jsonl, paths: ["{root}/data/*.jsonl"], weight: 1.0}}
-""")
-    return {"root": root, "texts": texts, "recipe": recipe}
+    return {"root": root, "texts": texts, "recipe": one_source_recipe(root, texts)}
 
 
 def _train(world, init: Path, out: Path, *extra: str) -> int:
@@ -195,7 +187,11 @@ def test_export_reloads_as_the_same_architecture_with_the_same_logits(runs):
     ids = torch.randint(0, exported.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(exported(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=0, atol=0)
-    assert not torch.equal(saved[next(iter(saved))], torch.zeros(()))
+    # and it holds trained weights: every layer weight moved away from the init folder's (rows added for the
+    # special tokens aside, the shapes match)
+    init = AutoModelForCausalLM.from_pretrained(runs["init"]).state_dict()
+    shared = [k for k in saved if k in init and "layers" in k and saved[k].shape == init[k].shape]
+    assert shared and not any(torch.equal(saved[k], init[k]) for k in shared if k.endswith("proj.weight"))
 
 
 def test_export_carries_the_chat_template_the_model_was_trained_on(runs):

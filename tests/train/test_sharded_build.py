@@ -4,7 +4,6 @@ reads its rows of each parameter from the safetensors; its peak RSS must stay we
 whole model would take (measured: the trainer prints RSS before materialising and the peak after loading)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from stand_ins import one_source_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,16 +43,7 @@ def test_two_ranks_never_hold_the_whole_model(tmp_path):
                           capture_output=True, text=True, timeout=600, env=env)
     assert made.returncode == 0, made.stderr[-2000:]
     weights_gb = (folder / "model.safetensors").stat().st_size / 2**30
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.jsonl").write_text("".join(json.dumps({"text": f"doc {i}: x = y + total"}) + "\n"
-                                                       for i in range(64)))
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"""
-seq_len: 64
-pack_window_rows: 2
-sources:
-  a: {{kind: jsonl, paths: ["{tmp_path}/data/*.jsonl"], weight: 1.0}}
-""")
+    recipe = one_source_recipe(tmp_path, [f"doc {i}: x = y + total" for i in range(64)], seq_len=64, window=2)
     run = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
                           str(ROOT / "cwm/train.py"), "--recipe", str(recipe), "--model.init", str(folder),
                           "--out", str(tmp_path / "run"), "--training.steps", "0", "--export", "false",

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from stand_ins import one_source_recipe  # noqa: E402
 from test_pretrained import _texts, save_pretrained_stand_in  # noqa: E402
 
 NEW_TOKENS, TIE_GAP = 12, 1e-4
@@ -41,14 +42,7 @@ def test_vllm_greedy_completions_match_transformers(tmp_path, vllm_server_for):
 
     texts = _texts()
     init = save_pretrained_stand_in(tmp_path / "llama-init", "llama", texts)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    (tmp_path / "recipe.yaml").write_text(f"""
-seq_len: 128
-pack_window_rows: 4
-sources:
-  a: {{kind: jsonl, paths: ["{tmp_path}/data/*.jsonl"], weight: 1.0}}
-""")
+    one_source_recipe(tmp_path, texts)
     out = tmp_path / "run"
     assert main(["--recipe", str(tmp_path / "recipe.yaml"), "--model.init", str(init), "--out", str(out),
                  "--training.steps", "30", "--optim.lr", "5e-3", "--optim.warmup_steps", "3", "--log.every", "10",
