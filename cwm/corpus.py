@@ -142,10 +142,11 @@ def source_of(item: Item) -> Path:
         raise ItemFailure("fetch", str(e)) from None
 
 
-def image_tag(item: Item, source: Path, base: str) -> str:
-    """A tag naming the item's content, its base image and the image-building code: found again, not rebuilt."""
+def image_tag(item: Item, source: Path, base: str, flaky_runs: int) -> str:
+    """A tag naming the item's content, its base image, the image-building code and how many test runs found its
+    flaky tests: found again, not rebuilt."""
     from cwm.forager import images
-    h = hashlib.sha256(f"{base}\n{item.sha256 or ''}".encode())
+    h = hashlib.sha256(f"{base}\n{item.sha256 or ''}\nflaky_runs={flaky_runs}".encode())
     h.update(Path(images.__file__).read_bytes())
     if item.sha256 is None:
         for p in sorted(source.rglob("*")):
@@ -157,18 +158,21 @@ def image_tag(item: Item, source: Path, base: str) -> str:
 
 
 def build_item(item: Item, config: CorpusConfig, dc, log: Callable[[str], None]) -> tuple[str, bool]:
-    """The item's image tag, built unless it exists; and whether it was built now."""
+    """The item's image tag, built unless it exists; and whether it was built now. Tracing reads only what passes,
+    so a corpus build runs the suite once; build-images runs it 3 times to find the flaky tests the task grader
+    re-runs (the image's tag says which, so a traced image is not taken for a graded one)."""
     from cwm.forager import images
     source = source_of(item)
     base = config.base or images.ensure_base_image(dc, log=log)
-    tag = image_tag(item, source, base)
+    runs = 3 if config.mode == "build" else 1
+    tag = image_tag(item, source, base, runs)
     try:
         dc.images.get(tag)
         return tag, False
     except images.docker.errors.ImageNotFound:
         pass
     try:
-        images.build_image(dc, source, tag, base=base, log=log)
+        images.build_image(dc, source, tag, base=base, log=log, flaky_runs=runs)
     except images.ImageError as e:
         text = str(e).replace(f"{source}: ", "")
         cause = "install" if "installing it failed" in text else "tests"
@@ -250,15 +254,9 @@ def _last_line(text: str) -> str:
 # -- runs ---------------------------------------------------------------------------------------------------------
 def done_rows(log: Path) -> dict[str, dict]:
     """slug -> the last row of each finished item in a run log (a line cut by a kill is skipped)."""
-    rows = {}
-    if log.exists():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                rows[row["item"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return rows
+    from cwm.tracing.run import last_rows
+
+    return last_rows(log, "item")
 
 
 def merge_manifests(out: Path, units: str = ITEMS) -> dict:

@@ -49,15 +49,6 @@ def run_tool(sandbox: Sandbox, call: ToolCall, timeout_s: float) -> tuple[str, i
     return (f"error: {err}", 1, False) if err else (f"edited {a['path']}", 0, False)
 
 
-def score(sandbox: Sandbox, task: Task, timeout_s: float) -> tuple[int, dict]:
-    """+1 when every fail-to-pass and pass-to-pass test passes, graded by `grading.grade` (test files restored,
-    explicit test list)."""
-    from cwm.forager.grading import grade
-
-    result = grade(sandbox, task, timeout_s)
-    return (1 if result.pop("components")["tests"] == 1.0 else -1), result
-
-
 def run_episode(task: Task, policy, open_sandbox: Callable[[Task], Sandbox],
                 cfg: EpisodeConfig = EpisodeConfig(), *, save_path=None) -> dict:
     """One episode (`episode.Episode`) driven by `policy`; returns its `cwm.trajectory/1` record. The sandbox is

@@ -161,7 +161,7 @@ class Episode:
         t1 = time.monotonic()
         result = grade(self.sandbox, self.task, self.cfg.test_timeout_s,
                        flaky=set(getattr(self.task, "flaky", ()) or ()), flaky_credit=self.cfg.flaky_credit,
-                       reruns=self.cfg.flaky_reruns)
+                       reruns=self.cfg.flaky_reruns, patch=self.patch)
         components = result.pop("components")
         self.stats.update(result, test_seconds=round(time.monotonic() - t1, 3), reward_terms=components)
         self._end("submitted", components["tests"])

@@ -115,9 +115,10 @@ def required_tests(task) -> list[str]:
 
 
 def grade(sandbox: Sandbox, task, timeout_s: float = 900.0, *, flaky: set[str] | None = None,
-          flaky_credit: float | None = None, reruns: int = 2) -> dict:
-    """Restore, run the explicit test list, score. Returns {"passed", "components": {"tests": ...}, ...}."""
-    patch = sandbox.patch()
+          flaky_credit: float | None = None, reruns: int = 2, patch: str | None = None) -> dict:
+    """Restore, run the explicit test list, score. Returns {"passed", "components": {"tests": ...}, ...}.
+    `patch`: the sandbox's diff when the caller has just taken it (one `git diff` a submit, not two)."""
+    patch = sandbox.patch() if patch is None else patch
     tampered = runner_tampering(patch)
     restored = restore_tests(sandbox, task)
     need = required_tests(task)

@@ -57,20 +57,6 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def flops_per_token(config, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward): 6 × matmul parameters, plus the attention scores.
-
-    The attention term counts each layer at its own span (the window for sliding layers), as PaLM's MFU does.
-    """
-    d, L, h = config.hidden_size, config.num_hidden_layers, config.head_dim
-    q, kv, f = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
-    per_layer = d * h * (2 * q + 2 * kv) + 3 * d * f
-    params = L * per_layer + config.vocab_size * d  # the output projection is a matmul too; the embedding is not
-    span = sum(min(seq_len, config.sliding_window or seq_len) if t == "sliding_attention" else seq_len
-               for t in config.layer_types)
-    return 6 * params + 6 * q * h * span  # QK and PV: 2 × 2 FLOPs, halved by the causal mask, × 3 fwd + bwd
-
-
 def matmul_parameters(model, config) -> int:
     """Parameters that multiply activations: every matrix but the input embedding, plus the output projection
     (counted once more when it shares the embedding's matrix). Works on meta or sharded models (global shapes)."""

@@ -156,17 +156,23 @@ def trace_units(units: list[Unit], *, out_dir: Path, target: TargetPython, root:
     return stats
 
 
-def logged_statuses(path: Path) -> dict[str, str]:
-    """group -> status from a run log; the last line of a group wins (a killed run may have logged it first)."""
-    statuses = {}
+def last_rows(path: Path, key: str) -> dict[str, dict]:
+    """row[key] -> the last row of a JSONL run log with that key (a run that was killed and resumed may have logged
+    it twice); a line cut short by a kill, or one without the key, is skipped."""
+    rows = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                entry = json.loads(line)
-                statuses[entry["group"]] = entry["status"]
+                row = json.loads(line)
+                rows[row[key]] = row
             except (json.JSONDecodeError, KeyError, TypeError):
-                continue   # a line cut short by a kill
-    return statuses
+                continue
+    return rows
+
+
+def logged_statuses(path: Path) -> dict[str, str]:
+    """group -> status from a run log; the last line of a group wins."""
+    return {group: row["status"] for group, row in last_rows(path, "group").items() if "status" in row}
 
 
 @contextlib.contextmanager
