@@ -443,7 +443,7 @@ def train(cfg: JobConfig) -> dict:
     # is a token of that source, masked or not: what the mix put in, logged as tokens/NAME, so summing a run's lines
     # gives each source's share). Logged losses average the window.
     window_losses = torch.zeros(3, len(source_names), device=device, dtype=torch.float64)
-    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+    window_start, window_flops = time.perf_counter(), 0.0
     last_values: dict = {}
     interrupted, loader_at_step = False, loader.state_dict()
     try:
@@ -453,15 +453,17 @@ def train(cfg: JobConfig) -> dict:
             if all_reduce(torch.tensor([float(any(b is None for b in micro))], device=device)).item() > 0:
                 say(f"data exhausted at step {step}: every source has used its epochs")
                 break
+            # FLOPs charge attention per document (flops_per_row), counted from the host copy of the rows: no
+            # device sync on the step's path; summed over ranks only when a line is logged
+            window_flops += sum(flops_per_row(config, matmuls, _doc_lengths(b)) for b in micro)
             micro = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in micro]
             for losses, mask, src in accumulate_gradients(model, micro, world=world, cp=cp, shard_rows=shard_rows,
                                                           autocast=bf16 and mesh is None,
                                                           chunk_size=cfg.training.loss_chunk):
-                ids = src.clamp(min=0)[mask]
-                window_losses[0].index_add_(0, ids, losses.detach()[mask].double())
-                window_losses[1].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
-                real = src[src >= 0]
-                window_losses[2].index_add_(0, real, torch.ones_like(real, dtype=torch.float64))
+                ids = src.clamp(min=0)  # weights, not masked gathers: no device sync
+                window_losses[0].index_add_(0, ids, torch.where(mask, losses.detach(), 0).double())
+                window_losses[1].index_add_(0, ids, mask.double())
+                window_losses[2].index_add_(0, ids, (src >= 0).double())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             if hasattr(grad_norm, "full_tensor"):
                 grad_norm = grad_norm.full_tensor()
@@ -469,21 +471,17 @@ def train(cfg: JobConfig) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            # Throughput counts real tokens (not padding); FLOPs charge attention per document (flops_per_row).
-            work = all_reduce(torch.tensor([float(sum(int((b["source_ids"] >= 0).sum()) for b in micro)),
-                                            sum(flops_per_row(config, matmuls, _doc_lengths(b)) for b in micro)],
-                                           device=device, dtype=torch.float64)) / cp  # rows counted once
-            window_tokens += int(work[0])
-            window_flops += float(work[1])
 
             values = {}
             if step % cfg.log.every == 0 or step == stop_at:
                 per_source = all_reduce(window_losses.clone())
+                # every CP rank counted the whole rows' FLOPs: divide them once; tokens are each rank's own share
+                flops = float(all_reduce(torch.tensor([window_flops], device=device, dtype=torch.float64))) / cp
                 elapsed = time.perf_counter() - window_start
-                tps = window_tokens / elapsed
+                tps = float(per_source[2].sum()) / elapsed  # real tokens (not padding)
                 values = {"loss": float(per_source[0].sum() / per_source[1].sum()),
                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "tokens_per_s": tps, "mfu": window_flops / elapsed / (peak * world),
+                          "tokens_per_s": tps, "mfu": flops / elapsed / (peak * world),
                           **{f"loss/{n}": float(per_source[0, i] / per_source[1, i])
                              for i, n in enumerate(source_names) if per_source[1, i] > 0},
                           **{f"tokens/{n}": int(per_source[2, i]) for i, n in enumerate(source_names)}}
@@ -495,7 +493,7 @@ def train(cfg: JobConfig) -> dict:
             if values:
                 metrics.log(step, values)  # one line per logged step: training metrics and evaluation together
                 last_values.update(values)
-                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+                window_start, window_flops = time.perf_counter(), 0.0
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < stop_at:
                 checkpoint.save(ckpt_dir, step, model, optimizer, scheduler, loader, keep=cfg.checkpoint.keep)
     except KeyboardInterrupt:
