@@ -91,24 +91,16 @@ def test_trainer_adds_the_shaping_term_and_logs_it(tmp_path):
     import torch
     import yaml
 
-    from rl_helpers import chat_texts, export_model, function_records, small_tokenizer, tiny_model, write_shards
-    from cwm.rl.envs.output_prediction import task_from_record
+    from rl_helpers import output_prediction_recipe
     from cwm.rl.recipe import load_recipe
     from cwm.rl.reward_model import RewardModel
     from cwm.rl.train import train
 
-    records = function_records("def f(x):\n    return x % 2\n", "f", list(range(4)))
-    tok = small_tokenizer(chat_texts([task_from_record(r) for r in records]))
-    export_model(tiny_model(tok, seed=0), tok, tmp_path / "init")
-    write_shards(tmp_path / "traces", records)
+    recipe = output_prediction_recipe(tmp_path, 4, "def f(x):\n    return x % 2\n", steps=1, groups_per_step=2,
+                                      group_size=4, reward_model={"path": str(tmp_path / "rm"), "weight": 0.5})
     rm = RewardModel.from_init(str(tmp_path / "init"))
     torch.nn.init.normal_(rm.head.weight, std=1.0)  # an untrained head scores 0.5 everywhere: give it opinions
     rm.save(tmp_path / "rm", {})
-    recipe = {"init": str(tmp_path / "init"), "out": str(tmp_path / "rl"), "steps": 1, "seed": 0,
-              "groups_per_step": 2, "group_size": 4, "checkpoint_every": 0, "generator": {"overlap": False},
-              "rollout": {"max_len": 512, "sampling": {"max_new_tokens": 1}},
-              "reward_model": {"path": str(tmp_path / "rm"), "weight": 0.5},
-              "envs": [{"kind": "output_prediction", "shards": str(tmp_path / "traces")}]}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     train(load_recipe(str(tmp_path / "recipe.yaml")), progress=False)
     (m,) = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
