@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from stand_ins import one_source_recipe
 
 WORDS = ["def", "return", "for", "in", "range", "if", "else", "x", "y", "total", "+", "=", "(", ")", ":"]
 ARCHS = ["llama", "qwen2", "qwen3", "mistral", "cwm"]
@@ -69,6 +68,8 @@ def save_pretrained_stand_in(folder: Path, arch: str, texts, seed: int = 0) -> P
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
+    from stand_ins import one_source_recipe  # here, not at the top: a subprocess imports this module bare
+
     texts = _texts()
     return {"root": root, "texts": texts, "recipe": one_source_recipe(root, texts)}
 
